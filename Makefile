@@ -1,0 +1,48 @@
+# Portrait — set-up, demo, tests. `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+export PORTRAIT_ENV ?= local
+PYTEST_ARGS ?=
+
+.PHONY: help setup uv venv java jars secret demo test test-fast up down clean-data
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
+
+uv: ## install uv when it is missing
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || { \
+	  echo "installing uv with pip"; $(PYTHON) -m pip install --quiet --disable-pip-version-check uv; }
+
+venv: uv ## create .venv from the committed uv.lock
+	@$(UV) sync --frozen --quiet
+
+java: ## check that Java 17+ is present (Spark 4.2 needs it)
+	@command -v java >/dev/null 2>&1 || [ -n "$$JAVA_HOME" ] || { \
+	  echo "error: no Java found. Spark 4.2 needs Java 17 or 21: apt-get install openjdk-17-jre-headless, or set JAVA_HOME" >&2; exit 1; }
+	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
+	  if [ -z "$$v" ] || [ "$$v" -lt 17 ]; then echo "error: Java $$v found; Spark 4.2 needs Java 17 or 21 (set JAVA_HOME)" >&2; exit 1; fi
+
+setup: venv java ## venv + Java check + Delta jars + local secret + Airflow database
+	@$(BIN)/portrait setup
+
+demo: setup ## generate sample data and run the whole DAG once with airflow dags test
+	@$(BIN)/portrait demo
+
+test: setup ## run the test suite (unit, DAG integrity, end to end)
+	@$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: setup ## the tests without the slow end-to-end ones
+	@$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+up: setup ## Airflow (http://localhost:8080) and MLflow (http://localhost:5000) UIs on this machine
+	@bash scripts/up.sh
+
+down: ## stop what `make up` started
+	@bash scripts/down.sh
+
+clean-data: ## delete generated data, lakehouse, MLflow store and Airflow home (keeps the venv)
+	rm -rf data lakehouse mlruns .airflow

@@ -1,0 +1,144 @@
+"""Configuration: conf/<profile>.yaml chosen by PORTRAIT_ENV, overridden by PORTRAIT__* variables."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jobs.common.errors import ConfigError
+
+DEFAULT_PROFILE = "local"
+ENV_PROFILE = "PORTRAIT_ENV"
+ENV_HOME = "PORTRAIT_HOME"
+ENV_OVERRIDE_PREFIX = "PORTRAIT__"
+
+_MISSING = object()
+
+
+def project_root() -> Path:
+    """The folder that holds conf/: PORTRAIT_HOME when set, else this checkout."""
+    home = os.environ.get(ENV_HOME)
+    if home:
+        return Path(home).expanduser().resolve()
+    return Path(__file__).resolve().parents[2]
+
+
+def available_profiles(root: Path | None = None) -> list[str]:
+    conf_dir = (root or project_root()) / "conf"
+    return sorted(p.stem for p in conf_dir.glob("*.yaml"))
+
+
+def _deep_merge(base: dict, override: Mapping) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _read_profile(root: Path, profile: str, seen: tuple[str, ...] = ()) -> dict:
+    path = root / "conf" / f"{profile}.yaml"
+    if not path.is_file():
+        known = ", ".join(available_profiles(root)) or "none"
+        raise ConfigError(
+            f"unknown profile '{profile}': no {path}; set {ENV_PROFILE} to one of: {known}"
+        )
+    if profile in seen:
+        raise ConfigError(f"profile '{profile}' extends itself through {' -> '.join(seen)}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    parent = data.pop("extends", None)
+    if parent:
+        return _deep_merge(_read_profile(root, parent, (*seen, profile)), data)
+    return data
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict:
+    """PORTRAIT__SPARK__MASTER=x becomes {"spark": {"master": "x"}}; values parse as YAML scalars."""
+    overrides: dict = {}
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_OVERRIDE_PREFIX):
+            continue
+        keys = [k.lower() for k in name[len(ENV_OVERRIDE_PREFIX):].split("__") if k]
+        if not keys:
+            continue
+        # Spark option names carry dots and mixed case; they are written with "." in the variable.
+        if keys[0] == "spark" and len(keys) == 3 and keys[1] == "conf":
+            keys[2] = name[len(ENV_OVERRIDE_PREFIX):].split("__")[2]
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = overrides
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return overrides
+
+
+@dataclass(frozen=True)
+class Config:
+    """One resolved profile. Read values with cfg.get("spark.master") or the properties below."""
+
+    profile: str
+    root: Path
+    data: Mapping[str, Any] = field(repr=False)
+
+    def get(self, dotted: str, default: Any = _MISSING) -> Any:
+        node: Any = self.data
+        for key in dotted.split("."):
+            if not isinstance(node, Mapping) or key not in node:
+                if default is _MISSING:
+                    raise ConfigError(f"profile '{self.profile}' has no setting '{dotted}'")
+                return default
+            node = node[key]
+        return node
+
+    def location(self, dotted: str) -> str:
+        """A path-like setting: URIs (s3a://, sqlite://) stay as they are, local paths become absolute."""
+        value = str(self.get(dotted))
+        if "://" in value:
+            return value
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else (self.root / path).resolve())
+
+    @property
+    def lakehouse_root(self) -> str:
+        return self.location("lakehouse_root")
+
+    @property
+    def landing_zone(self) -> str:
+        return self.location("landing_zone")
+
+    @property
+    def ground_truth_dir(self) -> str:
+        return self.location("ground_truth_dir")
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        uri = str(self.get("mlflow.tracking_uri"))
+        prefix = "sqlite:///"
+        if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+            # sqlite:///./x.db is relative to the project root, not to whatever the cwd is.
+            return prefix + str((self.root / uri[len(prefix):]).resolve())
+        return uri
+
+
+def load_config(profile: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    environ = os.environ if environ is None else environ
+    root = Path(environ[ENV_HOME]).expanduser().resolve() if environ.get(ENV_HOME) else project_root()
+    profile = profile or environ.get(ENV_PROFILE) or DEFAULT_PROFILE
+    data = _deep_merge(_read_profile(root, profile), _env_overrides(environ))
+    return Config(profile=profile, root=root, data=data)

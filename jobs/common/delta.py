@@ -1,0 +1,77 @@
+"""Delta read and write helpers: one writer per table, each run replaces only its own dates."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from jobs.common.catalog import spec, table_path
+from jobs.common.config import Config
+from jobs.common.errors import InputDataError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+
+def table_exists(spark: "SparkSession", cfg: Config, name: str) -> bool:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.isDeltaTable(spark, table_path(cfg, name))
+
+
+def read_table(spark: "SparkSession", cfg: Config, name: str, version: int | None = None) -> "DataFrame":
+    """Always read Delta as Delta: a parquet read would also return files Delta has removed."""
+    if not table_exists(spark, cfg, name):
+        raise InputDataError(
+            f"table {name} does not exist yet at {table_path(cfg, name)}; run the step that writes it first"
+        )
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(table_path(cfg, name))
+
+
+def _date_predicate(column: str, dates: Iterable[dt.date]) -> str:
+    days = sorted({d.isoformat() for d in dates})
+    if not days:
+        raise ValueError("at least one date is needed to replace a partition")
+    return f"{column} IN ({', '.join(repr(d) for d in days)})"
+
+
+def replace_dates(
+    df: "DataFrame", cfg: Config, name: str, dates: Iterable[dt.date], extra_predicate: str | None = None
+) -> int:
+    """Write df as the complete content of `dates` in table `name`; other dates stay untouched.
+
+    Delta's replaceWhere makes the write atomic and rerun-safe, and it refuses rows that fall
+    outside the predicate, so a step can never spill into a date it does not own.
+    Returns the number of rows written, from the commit's own metrics.
+    """
+    table = spec(name)
+    predicate = _date_predicate(table.date_column, dates)
+    if extra_predicate:
+        predicate = f"({predicate}) AND ({extra_predicate})"
+    (
+        df.write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", predicate)
+        .partitionBy(*table.partition_by)
+        .save(table_path(cfg, name))
+    )
+    return last_commit_rows(df.sparkSession, cfg, name)
+
+
+def last_commit_rows(spark: "SparkSession", cfg: Config, name: str) -> int:
+    from delta.tables import DeltaTable
+
+    history = DeltaTable.forPath(spark, table_path(cfg, name)).history(1).collect()[0]
+    return int((history["operationMetrics"] or {}).get("numOutputRows", 0))
+
+
+def table_version(spark: "SparkSession", cfg: Config, name: str) -> int | None:
+    from delta.tables import DeltaTable
+
+    if not table_exists(spark, cfg, name):
+        return None
+    return int(DeltaTable.forPath(spark, table_path(cfg, name)).history(1).collect()[0]["version"])

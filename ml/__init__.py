@@ -1,0 +1,1 @@
+"""The profile model: Keras model factory, training data, training, registry gate and scoring."""

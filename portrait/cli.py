@@ -1,0 +1,216 @@
+"""`portrait`: the one command-line entry point for people who run Portrait."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from jobs.common.errors import PortraitError
+
+app = typer.Typer(
+    help="Portrait: user profiles and recommendations from shop events (Spark + Delta + Airflow + Keras + MLflow).\n\n"
+    "The profile comes from PORTRAIT_ENV (local, ci, cluster; default local); any setting can be "
+    "overridden with PORTRAIT__SECTION__KEY=value.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _config():
+    from jobs.common.config import load_config
+
+    return load_config()
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"portrait: error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+def _date(value: Optional[str], what: str = "--date") -> Optional[dt.date]:
+    from jobs.common.dates import parse_date
+
+    return None if value is None else parse_date(value, what)
+
+
+@app.command()
+def generate(
+    users: Optional[int] = typer.Option(None, help="number of users (default: generate.users in the profile)"),
+    days: Optional[int] = typer.Option(None, help="number of days of events"),
+    seed: Optional[int] = typer.Option(None, help="random seed; the same seed gives the same files"),
+    start_date: Optional[str] = typer.Option(None, help="first day, YYYY-MM-DD"),
+) -> None:
+    """Write a deterministic sample landing zone (and its planted ground truth)."""
+    from jobs.generate import generate as run_generate
+
+    cfg = _config()
+    start = _date(start_date or str(cfg.get("generate.start_date")), "--start-date")
+    summary = run_generate(
+        Path(cfg.landing_zone), Path(cfg.ground_truth_dir),
+        users=users or int(cfg.get("generate.users")), days=days or int(cfg.get("generate.days")),
+        seed=int(cfg.get("generate.seed")) if seed is None else seed, start_date=start,
+    )
+    typer.echo(f"wrote {summary.events:,} events of {summary.users:,} users and {summary.items:,} items "
+               f"for {len(summary.events_per_day)} days to {cfg.landing_zone}")
+    typer.echo(f"ground truth (never read by the pipeline): {cfg.ground_truth_dir}")
+
+
+@app.command("run-step")
+def run_step_cmd(
+    step: str = typer.Argument(..., help="collect, clean, features, train or publish"),
+    date: str = typer.Option(..., "--date", help="logical date, YYYY-MM-DD"),
+    collect_days: Optional[int] = typer.Option(None, help="collect/clean: days ending at --date to (re)load"),
+) -> None:
+    """Run one pipeline step for a date in this process (what an Airflow task does)."""
+    from jobs.runner import run_step
+
+    result = run_step(step, date, collect_days=collect_days)
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@app.command()
+def run(
+    date: str = typer.Option(..., "--date", help="logical date, YYYY-MM-DD"),
+    collect_days: Optional[int] = typer.Option(None, help="days ending at --date to (re)load"),
+) -> None:
+    """Run every step for a date in this process, in DAG order, without Airflow."""
+    from jobs.runner import STEPS, run_step
+
+    for step in STEPS:
+        result = run_step(step, date, collect_days=collect_days)
+        typer.echo(f"{step}: " + ", ".join(f"{t['table']}={t['rows_out']:,}" for t in result["tables"]))
+
+
+@app.command()
+def status(date: Optional[str] = typer.Option(None, "--date", help="also count rows of this date")) -> None:
+    """Rows and versions of every lakehouse table, and the champion model."""
+    from portrait.status import format_status, lakehouse_status
+
+    cfg = _config()
+    on = _date(date)
+    typer.echo(f"profile {cfg.profile} · lakehouse {cfg.lakehouse_root}")
+    typer.echo(format_status(lakehouse_status(cfg, on), on))
+    typer.echo(_model_line(cfg))
+
+
+def _model_line(cfg) -> str:
+    try:
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        from ml.registry import CHAMPION, configure_mlflow, model_name
+
+        configure_mlflow(cfg)
+        version = MlflowClient().get_model_version_by_alias(model_name(cfg), CHAMPION)
+        return (f"model {model_name(cfg)} @{CHAMPION}: version {version.version}, run {version.run_id} "
+                f"({cfg.mlflow_tracking_uri})")
+    except MlflowException:
+        return f"model: no champion yet in {cfg.mlflow_tracking_uri}"
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def airflow(ctx: typer.Context) -> None:
+    """Run the airflow CLI with the profile's AIRFLOW_HOME, DAG folder and database (migrated on first use).
+
+    Example: portrait airflow dags test profile_daily 2026-11-14
+    """
+    from portrait.airflow_env import airflow_bin, airflow_env, ensure_airflow_db
+
+    env = airflow_env(_config())
+    ensure_airflow_db(env)
+    raise typer.Exit(subprocess.call([airflow_bin(), *ctx.args], env=env))
+
+
+@app.command()
+def setup() -> None:
+    """Check Java, fetch the Delta jars, create the local secret and the Airflow database."""
+    from jobs.common.jars import fetch_jars
+    from jobs.common.spark import check_java
+    from portrait.airflow_env import airflow_env, ensure_airflow_db
+
+    cfg = _config()
+    typer.echo(f"java {check_java()} ok")
+    for jar in fetch_jars(cfg):
+        typer.echo(f"jar {jar}")
+    _ensure_local_secret(cfg)
+    env = airflow_env(cfg)
+    ensure_airflow_db(env)
+    typer.echo(f"airflow home {env['AIRFLOW_HOME']} ok")
+
+
+def _ensure_local_secret(cfg) -> None:
+    """A random key for this checkout only, unless the environment already provides one."""
+    import secrets
+
+    env_name = str(cfg.get("privacy.hmac_key_env"))
+    if os.environ.get(env_name):
+        typer.echo(f"hmac key from ${env_name}")
+        return
+    path = Path(cfg.location("privacy.hmac_key_file"))
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32) + "\n")
+        path.chmod(0o600)
+        typer.echo(f"created a random hmac key in {path}")
+    else:
+        typer.echo(f"hmac key file {path}")
+
+
+@app.command()
+def demo(
+    users: Optional[int] = typer.Option(None, help="number of users to generate"),
+    days: Optional[int] = typer.Option(None, help="days of history to generate and load"),
+) -> None:
+    """Generate sample data, run profile_daily for its last day with `airflow dags test`, print a summary."""
+    from portrait.airflow_env import airflow_bin, airflow_env, ensure_airflow_db
+    from portrait.status import format_status, lakehouse_status
+
+    cfg = _config()
+    days = days or int(cfg.get("generate.days"))
+    generate(users=users, days=days, seed=None, start_date=None)
+    last = _date(str(cfg.get("generate.start_date"))) + dt.timedelta(days=days - 1)
+    env = airflow_env(cfg)
+    ensure_airflow_db(env)
+    command = [airflow_bin(), "dags", "test", "profile_daily", last.isoformat(),
+               "--conf", json.dumps({"collect_days": days})]
+    typer.echo("$ " + " ".join(command))
+    log_path = Path(env["AIRFLOW_HOME"]) / "demo-dags-test.log"
+    with open(log_path, "w") as log:
+        code = subprocess.call(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    _print_task_states(log_path)
+    if code != 0:
+        _fail(f"the DAG run failed (exit {code}); the full log is {log_path}")
+    typer.echo("")
+    typer.echo(format_status(lakehouse_status(cfg, last), last))
+    typer.echo(_model_line(cfg))
+    typer.echo(f"\nlakehouse: {cfg.lakehouse_root}\nairflow log: {log_path}\n"
+               f"try: .venv/bin/portrait status --date {last}   ·   make up  (Airflow and MLflow UIs)")
+
+
+def _print_task_states(log_path: Path) -> None:
+    import re
+
+    for line in log_path.read_text(errors="replace").splitlines():
+        match = re.search(r"Marking run <DagRun .*>? successful|task_id=(\w+).*(state=\w+|Done)|DagRun Finished.*", line)
+        if match and ("DagRun Finished" in line or "Marking run" in line):
+            typer.echo(line.strip()[-160:])
+
+
+def main() -> None:
+    try:
+        app()
+    except PortraitError as exc:
+        typer.secho(f"portrait: error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

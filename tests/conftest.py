@@ -1,0 +1,47 @@
+"""Shared fixtures: one Spark session per test run, and a throw-away lakehouse under tmp."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# A fixed test key: pseudonyms in tests are reproducible, and no real key is ever needed here.
+TEST_HMAC_KEY = "portrait-test-key-0123456789abcdef"
+os.environ.setdefault("PORTRAIT_ENV", "ci")
+os.environ["PORTRAIT_HMAC_KEY"] = TEST_HMAC_KEY
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_config(base: Path, **extra: str):
+    from jobs.common.config import load_config
+
+    environ = {
+        **os.environ,
+        "PORTRAIT_ENV": "ci",
+        "PORTRAIT__LAKEHOUSE_ROOT": str(base / "lakehouse"),
+        "PORTRAIT__LANDING_ZONE": str(base / "landing"),
+        "PORTRAIT__GROUND_TRUTH_DIR": str(base / "ground_truth"),
+        "PORTRAIT__MLFLOW__TRACKING_URI": f"sqlite:///{base / 'mlruns' / 'mlflow.db'}",
+        "PORTRAIT__MLFLOW__ARTIFACT_ROOT": str(base / "mlruns" / "artifacts"),
+        "PORTRAIT__AIRFLOW__HOME": str(base / "airflow"),
+        **extra,
+    }
+    return load_config(environ=environ)
+
+
+@pytest.fixture(scope="session")
+def cfg(tmp_path_factory):
+    return make_config(tmp_path_factory.mktemp("lake"))
+
+
+@pytest.fixture(scope="session")
+def spark(cfg):
+    from jobs.common.spark import build_spark
+
+    session = build_spark(cfg, app_suffix="tests")
+    session.conf.set("spark.sql.shuffle.partitions", "1")
+    yield session
+    session.stop()

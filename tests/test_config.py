@@ -1,0 +1,55 @@
+from pathlib import Path
+
+import pytest
+
+from jobs.common.config import load_config
+from jobs.common.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_default_profile_is_local_with_paths_under_the_project():
+    cfg = load_config(environ={})
+    assert cfg.profile == "local"
+    assert cfg.lakehouse_root == str(REPO / "lakehouse")
+    assert cfg.landing_zone == str(REPO / "data" / "landing")
+    assert cfg.mlflow_tracking_uri == f"sqlite:///{REPO / 'mlruns' / 'mlflow.db'}"
+    assert cfg.get("spark.master") == "local[2]"
+
+
+def test_ci_profile_extends_local_and_overrides_only_what_it_names():
+    cfg = load_config(environ={"PORTRAIT_ENV": "ci"})
+    assert cfg.get("spark.conf")["spark.sql.shuffle.partitions"] == "2"
+    assert cfg.get("spark.conf")["spark.sql.session.timeZone"] == "UTC"  # inherited
+    assert cfg.get("generate.users") == 120
+    assert cfg.get("mlflow.experiment") == "portrait-profile"
+
+
+def test_cluster_profile_keeps_uris_as_they_are():
+    cfg = load_config("cluster", environ={})
+    assert cfg.lakehouse_root == "s3a://portrait-lakehouse/lakehouse"
+    assert cfg.mlflow_tracking_uri == "http://mlflow:5000"
+    assert cfg.get("spark.master") == "spark://spark-master:7077"
+
+
+def test_environment_overrides_nested_keys_with_typed_values():
+    cfg = load_config(environ={
+        "PORTRAIT__MODEL__EPOCHS": "3",
+        "PORTRAIT__SPARK__MASTER": "spark://10.1.2.3:7077",
+        "PORTRAIT__SPARK__CONF__spark.executor.memory": "2g",
+        "PORTRAIT__LAKEHOUSE_ROOT": "/data/lake",
+    })
+    assert cfg.get("model.epochs") == 3
+    assert cfg.get("spark.master") == "spark://10.1.2.3:7077"
+    assert cfg.get("spark.conf")["spark.executor.memory"] == "2g"
+    assert cfg.lakehouse_root == "/data/lake"
+
+
+def test_unknown_profile_says_which_exist():
+    with pytest.raises(ConfigError, match=r"unknown profile 'prod'.*one of: ci, cluster, local"):
+        load_config(environ={"PORTRAIT_ENV": "prod"})
+
+
+def test_missing_setting_names_the_key():
+    with pytest.raises(ConfigError, match="no setting 'spark.nope'"):
+        load_config(environ={}).get("spark.nope")
