@@ -85,12 +85,19 @@ def transform_user_features(
     decayed = recent.where(F.col("category").isin(*TOP_LEVEL)).withColumn(
         "w", weight.cast("double") * F.pow(F.lit(0.5), F.col("age_days") / F.lit(half_life_days))
     )
-    per_category = decayed.groupBy("user_key").pivot("category", list(TOP_LEVEL)).agg(F.sum("w"))
-    total = sum((F.coalesce(F.col(c), F.lit(0.0)) for c in TOP_LEVEL), F.lit(0.0))
-    affinity = per_category.select(
+    # Sum per (user, category), then lay the sums out in TOP_LEVEL order, normalised to sum 1.
+    per_category = decayed.groupBy("user_key", "category").agg(F.sum("w").alias("w"))
+    by_user = per_category.groupBy("user_key").agg(
+        F.map_from_entries(F.collect_list(F.struct("category", "w"))).alias("weights"), F.sum("w").alias("total")
+    )
+    top_level = F.array(*[F.lit(c) for c in TOP_LEVEL])
+    affinity = by_user.select(
         "user_key",
-        F.array(*[F.when(total > 0, F.coalesce(F.col(c), F.lit(0.0)) / total).otherwise(0.0) for c in TOP_LEVEL])
-        .alias("category_affinity"),
+        F.transform(
+            top_level,
+            lambda c: F.when(F.col("total") > 0, F.coalesce(F.try_element_at("weights", c), F.lit(0.0)) / F.col("total"))
+            .otherwise(F.lit(0.0)),
+        ).alias("category_affinity"),
     )
 
     zero_affinity = F.array(*[F.lit(0.0) for _ in TOP_LEVEL])
