@@ -142,16 +142,27 @@ def transform_item_features(events: "DataFrame", items: "DataFrame", as_of: dt.d
 
 
 def latest_snapshot(spark: "SparkSession", cfg: Config, name: str, as_of: dt.date) -> "DataFrame":
-    """Master data as known on `as_of`: the newest snapshot not after it."""
+    """Master data as known on `as_of`: the newest snapshot not after it.
+
+    Before the first load there is no such snapshot; then the oldest one stands in, and users who
+    signed up after `as_of` are left out so that nothing from the future leaks into the features.
+    """
     from pyspark.sql import functions as F
 
-    table = read_table(spark, cfg, name).where(F.col("snapshot_date") <= F.lit(as_of))
-    newest = table.agg(F.max("snapshot_date")).collect()[0][0]
-    if newest is None:
+    table = read_table(spark, cfg, name)
+    bounds = table.agg(
+        F.max(F.when(F.col("snapshot_date") <= F.lit(as_of), F.col("snapshot_date"))).alias("newest"),
+        F.min("snapshot_date").alias("oldest"),
+    ).collect()[0]
+    chosen = bounds["newest"] or bounds["oldest"]
+    if chosen is None:
         from jobs.common.errors import InputDataError
 
-        raise InputDataError(f"{name} has no snapshot on or before {as_of}; run collect and clean for that date")
-    return table.where(F.col("snapshot_date") == F.lit(newest))
+        raise InputDataError(f"{name} is empty; run collect and clean first")
+    snapshot = table.where(F.col("snapshot_date") == F.lit(chosen))
+    if "signup_date" in snapshot.columns:
+        snapshot = snapshot.where(F.col("signup_date").isNull() | (F.col("signup_date") <= F.lit(as_of)))
+    return snapshot
 
 
 def build_user_features(spark: "SparkSession", cfg: Config, as_of: dt.date) -> "DataFrame":

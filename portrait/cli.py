@@ -86,7 +86,8 @@ def run(
 
     for step in STEPS:
         result = run_step(step, date, collect_days=collect_days)
-        typer.echo(f"{step}: " + ", ".join(f"{t['table']}={t['rows_out']:,}" for t in result["tables"]))
+        tables = ", ".join(f"{t['table']}={t['rows_out']:,}" for t in result["tables"])
+        typer.echo(f"{step} ({result['details']['seconds']}s): {tables or result['details']}")
 
 
 @app.command()

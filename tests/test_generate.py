@@ -161,6 +161,15 @@ def test_rerun_with_fewer_days_leaves_no_stale_days(tmp_path):
     assert sorted(p.name for p in (tmp_path / "landing").iterdir()) == ["events", "items", "other_source", "users"]
 
 
+def test_a_quiet_day_still_gets_an_empty_file(tmp_path):
+    summary = _run(tmp_path, users=1, days=5, seed=0)
+    assert summary.events_per_day == {
+        "2026-11-01": 0, "2026-11-02": 10, "2026-11-03": 0, "2026-11-04": 5, "2026-11-05": 0
+    }
+    quiet = tmp_path / "landing" / "events" / "event_date=2026-11-01" / "events-00000.jsonl"
+    assert quiet.read_bytes() == b""
+
+
 def test_summary_counts_match_the_files(dataset):
     summary = dataset["summary"]
     assert summary.users == 600 == len(dataset["users"])
@@ -191,7 +200,7 @@ def test_every_event_follows_the_contract(dataset):
 
         ts = dt.datetime.fromisoformat(e["ts"])
         assert e["ts"][-6:] in OFFSETS and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", e["ts"])
-        assert ts.astimezone(dt.timezone.utc).date().isoformat() == e["__folder_date__"], where
+        assert ts.astimezone(dt.UTC).date().isoformat() == e["__folder_date__"], where
 
         if kind == "search":
             assert e["item_id"] is None and isinstance(e["query"], str) and e["query"].strip(), where
@@ -324,7 +333,8 @@ def test_sessions_belong_to_one_user_and_are_short(dataset):
 
 def test_planted_interests_dominate_item_events(dataset, item_events):
     interests = dataset["truth_users"].set_index("user_id")["interests"].map(set)
-    hit = [category in interests[user] for user, category in zip(item_events["user_id"], item_events["category"])]
+    pairs = zip(item_events["user_id"], item_events["category"], strict=True)
+    hit = [category in interests[user] for user, category in pairs]
     assert 0.7 <= np.mean(hit) <= 0.9
     per_user = item_events.groupby("user_id")["category"]
     top_category = per_user.agg(lambda c: c.value_counts().index[0])[per_user.size() >= 10]
