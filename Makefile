@@ -39,10 +39,10 @@ test-fast: setup ## the tests without the slow end-to-end ones
 	@$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 up: setup ## Airflow (http://localhost:8080) and MLflow (http://localhost:5000) UIs on this machine
-	@bash scripts/up.sh
+	@$(BIN)/portrait up
 
 down: ## stop what `make up` started
-	@bash scripts/down.sh
+	@$(BIN)/portrait down
 
 clean-data: ## delete generated data, lakehouse, MLflow store and Airflow home (keeps the venv)
 	rm -rf data lakehouse mlruns .airflow

@@ -68,6 +68,16 @@ def _read_lines(spark: "SparkSession", path: str) -> "DataFrame":
     )
 
 
+def preflight(cfg: Config, run_date: dt.date, collect_days: int = 1) -> None:
+    """Fail before Spark starts when the landing zone lacks a file this run needs."""
+    from jobs.common.dates import days_ending
+
+    for day in days_ending(run_date, collect_days):
+        _require_landing(cfg, landing_path(cfg, "events", f"event_date={day.isoformat()}"), f"events for {day}")
+    for folder in ("users", "items"):
+        _require_landing(cfg, landing_path(cfg, folder), f"{folder} master data")
+
+
 def run(spark: "SparkSession", cfg: Config, run_date: dt.date, collect_days: int = 1) -> StepResult:
     from pyspark.sql import functions as F
 

@@ -37,11 +37,16 @@ def run_step(step: str, run_date: Any, cfg: Config | None = None, **params: Any)
     if "collect_days" in STEP_PARAMS.get(step, ()) and "collect_days" not in accepted:
         accepted["collect_days"] = int(cfg.get("pipeline.collect_days", 1))
 
+    module = importlib.import_module(STEPS[step])
+    if hasattr(module, "preflight"):
+        # Cheap checks first: a missing input should not cost a Spark start to report.
+        module.preflight(cfg, day, **accepted)
+
     from jobs.common.spark import build_spark
 
     spark = build_spark(cfg)
     started = time.monotonic()
-    result = importlib.import_module(STEPS[step]).run(spark, cfg, day, **accepted)
+    result = module.run(spark, cfg, day, **accepted)
     result.details["seconds"] = round(time.monotonic() - started, 1)
     log.info("%s in %.1fs", result.summary(), result.details["seconds"])
     return result.to_dict()

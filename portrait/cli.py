@@ -131,6 +131,30 @@ def airflow(ctx: typer.Context) -> None:
 
 
 @app.command()
+def up() -> None:
+    """Start Airflow (standalone) and the MLflow UI on 127.0.0.1 and print their URLs and login."""
+    from portrait.airflow_env import airflow_env, ensure_airflow_db
+    from portrait.services import up as start
+
+    cfg = _config()
+    env = airflow_env(cfg)
+    ensure_airflow_db(env)
+    for line in start(cfg, env):
+        typer.echo(line)
+    typer.echo("stop them with: make down")
+
+
+@app.command()
+def down() -> None:
+    """Stop what `portrait up` started."""
+    from portrait.airflow_env import airflow_env
+    from portrait.services import down as stop
+
+    for line in stop(airflow_env(_config())):
+        typer.echo(line)
+
+
+@app.command()
 def setup() -> None:
     """Check Java, fetch the Delta jars, create the local secret and the Airflow database."""
     from jobs.common.jars import fetch_jars
@@ -197,12 +221,16 @@ def demo(
 
 
 def _print_task_states(log_path: Path) -> None:
+    """Echo each step's one-line summary and the run's final state from the airflow log."""
     import re
 
     for line in log_path.read_text(errors="replace").splitlines():
-        match = re.search(r"Marking run <DagRun .*>? successful|task_id=(\w+).*(state=\w+|Done)|DagRun Finished.*", line)
-        if match and ("DagRun Finished" in line or "Marking run" in line):
-            typer.echo(line.strip()[-160:])
+        step = re.search(r"\] (.+?) \[portrait\]", line)
+        if step:
+            typer.echo(f"  task {step.group(1)}")
+        elif "DagRun Finished" in line:
+            state = re.search(r"state=(\w+)", line)
+            typer.echo(f"  DAG run finished: {state.group(1) if state else line.strip()[-120:]}")
 
 
 def main() -> None:

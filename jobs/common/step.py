@@ -35,4 +35,6 @@ class StepResult:
     def summary(self) -> str:
         parts = [f"{t.table}: {t.rows_out} rows" + (f" ({t.quarantined_total} quarantined)" if t.quarantined_total else "")
                  for t in self.tables]
-        return f"{self.step} {self.run_date}: " + ("; ".join(parts) or "no tables")
+        if not parts:
+            parts = [f"{k}={v}" for k, v in self.details.items() if isinstance(v, (str, int, float)) and k != "seconds"]
+        return f"{self.step} {self.run_date}: " + "; ".join(parts)
