@@ -29,6 +29,10 @@ def airflow_env(cfg: Config, base: Mapping[str, str] | None = None) -> dict[str,
     }
     for key, value in defaults.items():
         env.setdefault(key, value)
+    # airflow standalone starts its components as `airflow ...` from PATH: make it this venv's.
+    bin_dir = str(Path(sys.executable).parent)
+    if env.get("PATH", "").split(os.pathsep)[0] != bin_dir:
+        env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     return env
 
