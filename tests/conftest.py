@@ -15,21 +15,23 @@ os.environ["PORTRAIT_HMAC_KEY"] = TEST_HMAC_KEY
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_config(base: Path, **extra: str):
-    from jobs.common.config import load_config
-
-    environ = {
-        **os.environ,
-        "PORTRAIT_ENV": "ci",
+def lake_overrides(base: Path) -> dict[str, str]:
+    """Environment that puts every location of a run under `base`, for config and for subprocesses."""
+    return {
         "PORTRAIT__LAKEHOUSE_ROOT": str(base / "lakehouse"),
         "PORTRAIT__LANDING_ZONE": str(base / "landing"),
         "PORTRAIT__GROUND_TRUTH_DIR": str(base / "ground_truth"),
         "PORTRAIT__MLFLOW__TRACKING_URI": f"sqlite:///{base / 'mlruns' / 'mlflow.db'}",
         "PORTRAIT__MLFLOW__ARTIFACT_ROOT": str(base / "mlruns" / "artifacts"),
         "PORTRAIT__AIRFLOW__HOME": str(base / "airflow"),
-        **extra,
+        "AIRFLOW_HOME": str(base / "airflow"),
     }
-    return load_config(environ=environ)
+
+
+def make_config(base: Path, **extra: str):
+    from jobs.common.config import load_config
+
+    return load_config(environ={**os.environ, "PORTRAIT_ENV": "ci", **lake_overrides(base), **extra})
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_config
+from tests.conftest import lake_overrides, make_config
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -23,23 +23,11 @@ LAST = START + dt.timedelta(days=DAYS - 1)
 def run_env(tmp_path_factory):
     base = tmp_path_factory.mktemp("e2e")
     cfg = make_config(base)
-    env = {**os.environ, "PORTRAIT_ENV": "ci", "PORTRAIT_HOME": str(REPO),
-           **{k: v for k, v in _overrides(base).items()}}
+    env = {**os.environ, "PORTRAIT_ENV": "ci", "PORTRAIT_HOME": str(REPO), **lake_overrides(base)}
     done = subprocess.run([PORTRAIT, "generate", "--users", str(USERS), "--days", str(DAYS), "--seed", "11",
                            "--start-date", START.isoformat()], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return cfg, env
-
-
-def _overrides(base: Path) -> dict[str, str]:
-    return {
-        "PORTRAIT__LAKEHOUSE_ROOT": str(base / "lakehouse"),
-        "PORTRAIT__LANDING_ZONE": str(base / "landing"),
-        "PORTRAIT__GROUND_TRUTH_DIR": str(base / "ground_truth"),
-        "PORTRAIT__MLFLOW__TRACKING_URI": f"sqlite:///{base / 'mlruns' / 'mlflow.db'}",
-        "PORTRAIT__MLFLOW__ARTIFACT_ROOT": str(base / "mlruns" / "artifacts"),
-        "AIRFLOW_HOME": str(base / "airflow"),
-    }
 
 
 def _dags_test(env, *extra):
