@@ -1,8 +1,14 @@
-"""Evaluation metrics for interest tags, computed in numpy so they can be checked by hand."""
+"""Evaluation metrics for interest tags and recommendations, in numpy (checkable by hand) and Spark."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
 
 
 def micro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
@@ -36,3 +42,221 @@ def top_k_tags(scores: np.ndarray, k: int) -> np.ndarray:
     idx = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     np.put_along_axis(picked, idx, True, axis=1)
     return picked
+
+
+def accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """Share of decisions where the prediction equals the label.
+
+    Element-wise: on a user x tag matrix this is per-decision accuracy (1 - Hamming loss), not the
+    share of users whose whole tag set is right. NaN when there is nothing to score.
+    """
+    labels = np.asarray(labels)
+    predicted = np.asarray(predicted)
+    if labels.shape != predicted.shape:
+        raise ValueError(f"labels have shape {labels.shape} but predictions {predicted.shape}; pass matching arrays")
+    if labels.size == 0:
+        return float("nan")
+    return float(np.mean(labels == predicted))
+
+
+def macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """Unweighted mean of the per-column (per-tag) F1 scores of two 0/1 matrices (rows x columns).
+
+    A column with no positive label and no positive prediction has an undefined F1 (0/0); it is
+    skipped rather than counted as 1 (which would reward rare tags for silence) or 0 (which would
+    punish a model for a tag nobody holds). NaN when every column is skipped.
+    """
+    labels = np.asarray(labels).astype(bool)
+    predicted = np.asarray(predicted).astype(bool)
+    if labels.shape != predicted.shape:
+        raise ValueError(f"labels have shape {labels.shape} but predictions {predicted.shape}; pass matching arrays")
+    if labels.ndim == 1:
+        labels, predicted = labels[:, None], predicted[:, None]
+    tp = np.sum(labels & predicted, axis=0).astype(float)
+    fp = np.sum(~labels & predicted, axis=0).astype(float)
+    fn = np.sum(labels & ~predicted, axis=0).astype(float)
+    denominator = 2 * tp + fp + fn
+    scored = denominator > 0
+    if not scored.any():
+        return float("nan")
+    return float(np.mean(2 * tp[scored] / denominator[scored]))
+
+
+def _probabilities(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels).ravel().astype(float)
+    scores = np.asarray(scores).ravel().astype(float)
+    if labels.shape != scores.shape:
+        raise ValueError(f"{labels.size} labels but {scores.size} scores; pass one score per label")
+    if np.any(np.isnan(scores)) or np.any((scores < 0) | (scores > 1)):
+        raise ValueError("calibration needs probabilities: every score must lie in [0, 1] and none may be NaN")
+    return labels, scores
+
+
+def calibration_table(labels: np.ndarray, scores: np.ndarray, bins: int = 10):
+    """Reliability table over `bins` equal-width score bins of [0, 1].
+
+    Bins are [lower, upper) except the last, which also holds 1.0. Returns a pandas DataFrame with
+    one row per bin, empty bins included (count 0, NaN means), columns
+    bin, lower, upper, count, mean_score, observed_rate. Matrices are flattened first.
+    """
+    import pandas as pd
+
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, got {bins}")
+    labels, scores = _probabilities(labels, scores)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, bins - 1)
+    count = np.bincount(which, minlength=bins)
+    score_sum = np.bincount(which, weights=scores, minlength=bins)
+    label_sum = np.bincount(which, weights=labels, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_score = np.where(count > 0, score_sum / count, np.nan)
+        observed = np.where(count > 0, label_sum / count, np.nan)
+    return pd.DataFrame({
+        "bin": np.arange(bins), "lower": edges[:-1], "upper": edges[1:], "count": count.astype(int),
+        "mean_score": mean_score, "observed_rate": observed,
+    })
+
+
+def expected_calibration_error(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> float:
+    """Count-weighted mean gap |observed rate - mean score| over the bins of `calibration_table`."""
+    table = calibration_table(labels, scores, bins)
+    total = int(table["count"].sum())
+    if total == 0:
+        return float("nan")
+    filled = table[table["count"] > 0]
+    return float(np.sum(filled["count"] / total * np.abs(filled["observed_rate"] - filled["mean_score"])))
+
+
+# --- Ranking metrics for recommendations -------------------------------------------------------
+#
+# Conventions, shared by the python functions and `ranking_metrics_spark`:
+# - Averages run over the users with at least one relevant item. A user with nothing relevant
+#   cannot be ranked well or badly (recall and nDCG are 0/0) and is skipped; a user with relevant
+#   items but no recommendations counts, and scores 0.
+# - A list is de-duplicated (first occurrence kept) and cut to its first k items.
+# - Precision divides by k, so a list shorter than k counts its missing places as misses.
+# - The result is NaN when no user has a relevant item.
+
+
+def _ranked_lists(
+    recommended: Mapping[Hashable, Sequence[Hashable]], relevant: Mapping[Hashable, Collection[Hashable]], k: int
+) -> list[tuple[list[Hashable], set[Hashable]]]:
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    pairs = []
+    for user, items in relevant.items():
+        truth = set(items)
+        if truth:
+            top = list(dict.fromkeys(recommended.get(user, ())))[:k]
+            pairs.append((top, truth))
+    return pairs
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def precision_at_k(recommended: Mapping[Hashable, Sequence[Hashable]],
+                   relevant: Mapping[Hashable, Collection[Hashable]], k: int) -> float:
+    """Mean over users of |top-k ∩ relevant| / k."""
+    return _mean([sum(i in truth for i in top) / k for top, truth in _ranked_lists(recommended, relevant, k)])
+
+
+def recall_at_k(recommended: Mapping[Hashable, Sequence[Hashable]],
+                relevant: Mapping[Hashable, Collection[Hashable]], k: int) -> float:
+    """Mean over users of |top-k ∩ relevant| / |relevant|."""
+    return _mean([sum(i in truth for i in top) / len(truth) for top, truth in _ranked_lists(recommended, relevant, k)])
+
+
+def _ideal_dcg(n_relevant: int, k: int) -> float:
+    return float(np.sum(1.0 / np.log2(np.arange(2, min(k, n_relevant) + 2))))
+
+
+def ndcg_at_k(recommended: Mapping[Hashable, Sequence[Hashable]],
+              relevant: Mapping[Hashable, Collection[Hashable]], k: int) -> float:
+    """Mean over users of DCG / ideal DCG, binary relevance, gain 1 / log2(position + 1).
+
+    The ideal list puts min(k, |relevant|) hits first, so a perfect top-k scores 1 even when the
+    user has more relevant items than k.
+    """
+    scores = []
+    for top, truth in _ranked_lists(recommended, relevant, k):
+        dcg = sum(1.0 / np.log2(pos + 1) for pos, item in enumerate(top, start=1) if item in truth)
+        scores.append(dcg / _ideal_dcg(len(truth), k))
+    return _mean(scores)
+
+
+def map_at_k(recommended: Mapping[Hashable, Sequence[Hashable]],
+             relevant: Mapping[Hashable, Collection[Hashable]], k: int) -> float:
+    """Mean over users of average precision at k: the sum of precision@position over the positions
+    that hold a hit, divided by min(k, |relevant|) so that a perfect top-k scores 1."""
+    scores = []
+    for top, truth in _ranked_lists(recommended, relevant, k):
+        hits, precision_sum = 0, 0.0
+        for pos, item in enumerate(top, start=1):
+            if item in truth:
+                hits += 1
+                precision_sum += hits / pos
+        scores.append(precision_sum / min(k, len(truth)))
+    return _mean(scores)
+
+
+def catalog_coverage(recommended: Mapping[Hashable, Sequence[Hashable]], catalog_size: int,
+                     k: int | None = None) -> float:
+    """Share of the catalogue that appears in at least one list (cut to k items when k is given)."""
+    if catalog_size < 1:
+        raise ValueError(f"catalog_size must be at least 1, got {catalog_size}")
+    shown = {item for items in recommended.values() for item in (list(items)[:k] if k else items)}
+    return len(shown) / catalog_size
+
+
+def ranking_metrics_spark(recs_df: "DataFrame", truth_df: "DataFrame", k: int) -> dict[str, float]:
+    """precision/recall/ndcg/map at k from DataFrames, computed in Spark; only one row is collected.
+
+    `recs_df` has user_key, item_id, rank (1 = best; gaps allowed, ties broken by item_id);
+    `truth_df` has user_key, item_id (duplicates and null items are ignored). Same conventions as
+    the python functions above; also returns `users`, the number of users averaged over.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    truth = truth_df.where(F.col("item_id").isNotNull()).select("user_key", "item_id").distinct()
+    n_relevant = truth.groupBy("user_key").agg(F.count(F.lit(1)).alias("n_relevant"))
+
+    # Renumber 1..n per user so that gaps or duplicates in `rank` mean the same as in a python list.
+    first_rank = recs_df.groupBy("user_key", "item_id").agg(F.min("rank").alias("rank"))
+    by_rank = Window.partitionBy("user_key").orderBy("rank", "item_id")
+    top = first_rank.withColumn("pos", F.row_number().over(by_rank)).where(F.col("pos") <= k)
+
+    hits = top.join(truth, ["user_key", "item_id"])
+    hits = hits.withColumn("hit_no", F.row_number().over(Window.partitionBy("user_key").orderBy("pos")))
+    per_user_hits = hits.groupBy("user_key").agg(
+        F.count(F.lit(1)).alias("n_hits"),
+        F.sum(1.0 / F.log2(F.col("pos") + 1)).alias("dcg"),
+        F.sum(F.col("hit_no") / F.col("pos")).alias("precision_sum"),
+    )
+    cutoff = F.least(F.lit(k), F.col("n_relevant"))
+    ideal_dcg = F.aggregate(F.sequence(F.lit(1), cutoff), F.lit(0.0), lambda acc, i: acc + 1.0 / F.log2(i + 1))
+    per_user = n_relevant.join(per_user_hits, "user_key", "left").fillna(
+        {"n_hits": 0, "dcg": 0.0, "precision_sum": 0.0}
+    ).select(
+        (F.col("n_hits") / F.lit(k)).alias("precision"),
+        (F.col("n_hits") / F.col("n_relevant")).alias("recall"),
+        (F.col("dcg") / ideal_dcg).alias("ndcg"),
+        (F.col("precision_sum") / cutoff).alias("map"),
+    )
+    row = per_user.agg(
+        F.avg("precision").alias("precision_at_k"), F.avg("recall").alias("recall_at_k"),
+        F.avg("ndcg").alias("ndcg_at_k"), F.avg("map").alias("map_at_k"), F.count(F.lit(1)).alias("users"),
+    ).collect()[0]
+    nan = float("nan")
+    return {
+        "precision_at_k": nan if row["precision_at_k"] is None else float(row["precision_at_k"]),
+        "recall_at_k": nan if row["recall_at_k"] is None else float(row["recall_at_k"]),
+        "ndcg_at_k": nan if row["ndcg_at_k"] is None else float(row["ndcg_at_k"]),
+        "map_at_k": nan if row["map_at_k"] is None else float(row["map_at_k"]),
+        "users": int(row["users"]),
+    }
