@@ -1,4 +1,4 @@
-"""profile_daily: collect -> clean -> features -> train -> publish, one Spark job per task.
+"""profile_daily: collect -> clean -> features -> train -> score -> publish, one Spark job per task.
 
 Wiring only. Every task is one call into jobs.runner; nothing heavy is imported at parse time.
 """
@@ -63,12 +63,18 @@ def profile_daily():
         return run_step("train", context["ds"])
 
     @task
+    def score(**context):
+        from jobs.runner import run_step
+
+        return run_step("score", context["ds"])
+
+    @task
     def publish(**context):
         from jobs.runner import run_step
 
         return run_step("publish", context["ds"])
 
-    collect() >> clean() >> features() >> train() >> publish()
+    collect() >> clean() >> features() >> train() >> score() >> publish()
 
 
 profile_daily()

@@ -21,6 +21,7 @@ STEPS: dict[str, str] = {
     "clean": "jobs.clean",
     "features": "jobs.features",
     "train": "ml.train",
+    "score": "jobs.score",
     "publish": "jobs.publish",
 }
 # Parameters a step accepts besides the date.

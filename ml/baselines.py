@@ -3,7 +3,7 @@
 Every recommender takes silver.events-shaped training rows (user_key, item_id, event_type,
 event_date), returns top-k rows (user_key, item_id, rank, score) with ranks 1..n per user without
 gaps, and by default never recommends an item the user bought in training, the same policy as
-jobs.publish.transform_recommendations. Ties are broken by item_id so reruns agree.
+jobs.score.transform_recommendations. Ties are broken by item_id so reruns agree.
 """
 
 from __future__ import annotations

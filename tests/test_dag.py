@@ -45,8 +45,8 @@ def test_profile_daily_is_wired_as_designed(tmp_path):
     assert {"portrait", "daily"} <= set(info["tags"])
     assert info["schedule"] == "@daily"
     tasks = info["tasks"]
-    assert list(tasks) == ["collect", "clean", "features", "train", "publish"]
-    order = ["collect", "clean", "features", "train", "publish"]
+    order = ["collect", "clean", "features", "train", "score", "publish"]
+    assert list(tasks) == order
     for before, after in zip(order, order[1:]):
         assert tasks[after]["upstream"] == [before]
     for task_id, task in tasks.items():

@@ -67,7 +67,7 @@ def test_dag_run_publishes_profiles_and_recommendations_and_reruns_identically(r
         assert sorted(ranks) == list(range(1, len(ranks) + 1)) and len(ranks) <= k
 
     audit = _table(cfg, "ops.run_audit")
-    assert set(audit["step"]) == {"collect", "clean", "features", "publish"}
+    assert set(audit["step"]) == {"collect", "clean", "features", "score", "publish"}
     assert audit["balanced"].all(), audit[~audit["balanced"]]
     events = _table(cfg, "bronze.events")
     assert audit.loc[audit["table_name"] == "bronze.events", "rows_in"].item() == len(events)

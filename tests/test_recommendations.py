@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from jobs.publish import transform_recommendations
+from jobs.score import transform_recommendations
 
 pytestmark = pytest.mark.spark
 D = dt.date(2026, 11, 14)
