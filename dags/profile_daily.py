@@ -1,4 +1,8 @@
-"""profile_daily: collect -> clean -> features -> train -> score -> publish, one Spark job per task.
+"""profile_daily: collect, clean, features, train, score and publish, each layer validated before use.
+
+collect -> validate_bronze -> clean -> validate_silver -> features -> validate_gold -> train -> score
+-> validate_staging -> publish: a failed validation stops everything after it, so publish.* keeps the
+previous good day.
 
 Wiring only. Every task is one call into jobs.runner; nothing heavy is imported at parse time.
 """
@@ -74,7 +78,32 @@ def profile_daily():
 
         return run_step("publish", context["ds"])
 
-    collect() >> clean() >> features() >> train() >> score() >> publish()
+    @task
+    def validate_bronze(**context):
+        from jobs.runner import run_step
+
+        return run_step("validate", context["ds"], tables="bronze")
+
+    @task
+    def validate_silver(**context):
+        from jobs.runner import run_step
+
+        return run_step("validate", context["ds"], tables="silver")
+
+    @task
+    def validate_gold(**context):
+        from jobs.runner import run_step
+
+        return run_step("validate", context["ds"], tables="gold")
+
+    @task
+    def validate_staging(**context):
+        from jobs.runner import run_step
+
+        return run_step("validate", context["ds"], tables="staging")
+
+    (collect() >> validate_bronze() >> clean() >> validate_silver() >> features() >> validate_gold()
+     >> train() >> score() >> validate_staging() >> publish())
 
 
 profile_daily()

@@ -22,10 +22,13 @@ STEPS: dict[str, str] = {
     "features": "jobs.features",
     "train": "ml.train",
     "score": "jobs.score",
+    "validate": "jobs.quality",
     "publish": "jobs.publish",
 }
 # Parameters a step accepts besides the date.
-STEP_PARAMS: dict[str, tuple[str, ...]] = {"collect": ("collect_days",), "clean": ("collect_days",)}
+STEP_PARAMS: dict[str, tuple[str, ...]] = {
+    "collect": ("collect_days",), "clean": ("collect_days",), "validate": ("tables",),
+}
 
 
 def run_step(step: str, run_date: Any, cfg: Config | None = None, **params: Any) -> dict[str, Any]:
@@ -59,9 +62,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("step", choices=list(STEPS))
     parser.add_argument("date", help="logical date, YYYY-MM-DD")
     parser.add_argument("--collect-days", type=int, default=None)
+    parser.add_argument("--tables", default=None, help="validate: layers or tables, comma-separated")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    print(json.dumps(run_step(args.step, args.date, collect_days=args.collect_days), default=str))
+    print(json.dumps(run_step(args.step, args.date, collect_days=args.collect_days, tables=args.tables), default=str))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,11 @@ app = typer.Typer(
 )
 
 
+from portrait.quality_cli import quality_app  # noqa: E402  (light: imports jobs.quality lazily)
+
+app.add_typer(quality_app, name="quality", help="Validate tables with the GX suites; build the quality report.")
+
+
 def _config():
     from jobs.common.config import load_config
 

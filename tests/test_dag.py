@@ -45,8 +45,9 @@ def test_profile_daily_is_wired_as_designed(tmp_path):
     assert {"portrait", "daily"} <= set(info["tags"])
     assert info["schedule"] == "@daily"
     tasks = info["tasks"]
-    order = ["collect", "clean", "features", "train", "score", "publish"]
-    assert list(tasks) == order
+    order = ["collect", "validate_bronze", "clean", "validate_silver", "features", "validate_gold",
+             "train", "score", "validate_staging", "publish"]
+    assert sorted(tasks) == sorted(order)
     for before, after in zip(order, order[1:]):
         assert tasks[after]["upstream"] == [before]
     for task_id, task in tasks.items():
@@ -54,5 +55,8 @@ def test_profile_daily_is_wired_as_designed(tmp_path):
         body = [line.strip() for line in task["source"].splitlines()[2:] if line.strip()]
         # one import and one call into the jobs package: no logic lives in the DAG
         assert body[0] == "from jobs.runner import run_step", task_id
-        assert body[1].startswith(f'return run_step("{task_id}"'), task_id
+        step = task_id.split("_")[0]
+        assert body[1].startswith(f'return run_step("{step}"'), task_id
+        if step == "validate":
+            assert body[1].endswith(f'tables="{task_id.split("_", 1)[1]}")'), task_id
         assert len(body) == 2, task_id

@@ -84,7 +84,7 @@ def test_dag_run_publishes_profiles_and_recommendations_and_reruns_identically(r
     counts_before = {n: len(_table(cfg, n)) for n in ("bronze.events", "silver.events", "gold.user_features",
                                                       "publish.user_profile", "publish.recommendations")}
     profile_before = _canonical(day)
-    _dags_test(env, "--mark-success-pattern", "^train$")
+    _dags_test(env, "--mark-success-pattern", "^(train|validate_.*)$")
     counts_after = {n: len(_table(cfg, n)) for n in counts_before}
     assert counts_after == counts_before
     again = _table(cfg, "publish.user_profile")

@@ -55,6 +55,8 @@ _SPECS = [
               "Top-K ranked items per user per day, with a reason."),
     TableSpec("ops.run_audit", ("run_date",), ("step", "table_name"),
               "Row accounting of every step and table for each run date."),
+    TableSpec("ops.validation_results", ("run_date",), ("table_name", "check_id"),
+              "One row per check of every validated table and date: severity, outcome, observed value, bad rows."),
 ]
 
 TABLES: dict[str, TableSpec] = {spec.name: spec for spec in _SPECS}

@@ -1,0 +1,1006 @@
+"""Quality: validate a table's partition with its GX suite and Spark checks; record, document, gate.
+
+Each table has one suite, `expectations/<layer>/<table>.json`: a Great Expectations 1.x suite whose
+`meta.spark_checks` adds the checks GX has no expectation for (previous-day comparisons, freshness,
+references to other tables, recommendation-list rules). Every check carries `meta.severity`: `error`
+fails the run, `warn` only reports. docs/quality.md lists what each suite checks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import html
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jobs.common import catalog
+from jobs.common.catalog import TableSpec, spec, table_path
+from jobs.common.config import Config, project_root
+from jobs.common.delta import read_table, replace_dates, table_exists
+from jobs.common.errors import ConfigError, PortraitError
+from jobs.common.step import StepResult
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+log = logging.getLogger("portrait.quality")
+
+RESULTS_TABLE = "ops.validation_results"  # in jobs/common/catalog.py: partitioned by run_date
+
+RESULTS_SCHEMA = (
+    "run_date date, table_name string, check_id string, expectation_type string, column_name string, "
+    "severity string, success boolean, skipped boolean, observed_value string, unexpected_count long, "
+    "sample_rows string, source string, rows_validated long, table_success boolean, validated_at timestamp"
+)
+
+ERROR, WARN = "error", "warn"
+SEVERITIES = (ERROR, WARN)
+SAMPLE_ROWS = 5
+# A staged table (staging.X, written by the score step before publish promotes it) is held to the
+# suite of the table it becomes (publish.X); its previous-day baseline is that published table, and
+# its same-day references to publish.* tables point at their staged counterparts.
+STAGED_LAYER, PUBLISHED_LAYER = "staging", "publish"
+
+
+class QualityError(PortraitError):
+    """Data failed an error-severity check; the message lists each failure and a few bad rows."""
+
+    def __init__(self, message: str, reports: Sequence["ValidationReport"] = ()):
+        super().__init__(message)
+        self.reports = list(reports)
+
+
+# --------------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class CheckResult:
+    """One expectation or Spark check on one partition, in the same shape whichever ran it."""
+
+    check_id: str
+    expectation_type: str
+    column: str | None
+    severity: str
+    success: bool
+    observed_value: Any = None
+    unexpected_count: int | None = None
+    sample: list[dict[str, Any]] = field(default_factory=list)
+    source: str = "gx"  # gx | spark
+    skipped: bool = False  # not evaluated (no previous partition, column missing): never a failure
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return not self.success and not self.skipped
+
+
+@dataclass
+class ValidationReport:
+    table: str
+    run_date: dt.date
+    row_count: int
+    results: list[CheckResult]
+    seconds: float = 0.0
+    gx_result: Any = field(default=None, repr=False, compare=False)  # GX's own result, for its renderer
+
+    @property
+    def errors(self) -> list[CheckResult]:
+        return [r for r in self.results if r.failed and r.severity == ERROR]
+
+    @property
+    def warnings(self) -> list[CheckResult]:
+        return [r for r in self.results if r.failed and r.severity == WARN]
+
+    @property
+    def success(self) -> bool:
+        return not self.errors
+
+    def result(self, check_id_or_type: str) -> CheckResult:
+        """The result with this check_id, or the only one of this expectation type."""
+        matches = [r for r in self.results if r.check_id == check_id_or_type]
+        matches = matches or [r for r in self.results if r.expectation_type == check_id_or_type]
+        if len(matches) != 1:
+            raise KeyError(f"{len(matches)} results match '{check_id_or_type}' in {self.table}")
+        return matches[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "table": self.table, "run_date": self.run_date.isoformat(), "row_count": self.row_count,
+            "success": self.success, "seconds": round(self.seconds, 2),
+            "results": [asdict(r) for r in self.results],
+        }
+
+    def summary(self, max_rows: int = SAMPLE_ROWS) -> str:
+        """A few lines a person can act on: what failed, where, what was seen, some bad rows."""
+        head = (f"{self.table} {self.run_date}: {'passed' if self.success else 'FAILED'} "
+                f"({len(self.errors)} errors, {len(self.warnings)} warnings, {len(self.results)} checks, "
+                f"{self.row_count:,} rows)")
+        lines = [head]
+        keys = list(catalog.TABLES[self.table].keys) if self.table in catalog.TABLES else []
+        rows_left = max_rows
+        for r in self.errors + self.warnings:
+            label = "FAIL" if r.severity == ERROR else "warn"
+            column = f" [{r.column}]" if r.column else ""
+            lines.append(f"  {label} {r.check_id}{column}: {_format_observed(r)}")
+            first = keys + (r.column.split(",") if r.column else [])
+            for row in r.sample[:rows_left]:
+                lines.append(f"       bad row: {_format_row(row, first)}")
+            rows_left -= min(len(r.sample), rows_left)
+        return "\n".join(lines)
+
+
+def _format_observed(r: CheckResult) -> str:
+    value = r.observed_value
+    if isinstance(value, Mapping):
+        text = ", ".join(f"{k}={_short(v)}" for k, v in value.items())
+    else:
+        text = _short(value)
+    if r.unexpected_count is not None and "unexpected" not in text:
+        text = f"{r.unexpected_count:,} unexpected; {text}"
+    return text
+
+
+def _format_row(row: Mapping[str, Any], first: Sequence[str] = (), width: int = 220) -> str:
+    """The keys and the checked columns first, then the rest, cut to one readable line."""
+    order = [k for k in dict.fromkeys(first) if k in row] + [k for k in row if k not in first]
+    return _short("{" + ", ".join(f"{k}: {_short(row[k], 40)}" for k in order) + "}", width)
+
+
+def _short(value: Any, width: int = 120) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _jsonable(value: Any, width: int = 300) -> Any:
+    """Plain JSON values from Spark rows, GX results, numpy and pandas scalars."""
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, str):
+        return value if len(value) <= width else value[: width - 1] + "…"
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    if hasattr(value, "asDict"):  # pyspark Row
+        return _jsonable(value.asDict(recursive=True), width)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v, width) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v, width) for v in value]
+    if hasattr(value, "to_dict") and hasattr(value, "columns"):  # pandas DataFrame
+        return [_jsonable(r, width) for r in value.to_dict(orient="records")]
+    if hasattr(value, "item"):  # numpy scalar
+        return _jsonable(value.item(), width)
+    if hasattr(value, "to_json_dict"):
+        return _jsonable(value.to_json_dict(), width)
+    return str(value)
+
+
+# --------------------------------------------------------------------------------------------------
+# Suites
+
+
+def suites_dir(root: Path | None = None) -> Path:
+    return (root or project_root()) / "expectations"
+
+
+def suite_path(layer_table: str, root: Path | None = None) -> Path:
+    layer, _, table = layer_table.partition(".")
+    if not layer or not table:
+        raise ConfigError(f"'{layer_table}' is not layer.table (for example silver.events)")
+    return suites_dir(root) / layer / f"{table}.json"
+
+
+def suite_for(table: str, root: Path | None = None) -> str:
+    """The suite a table is validated with: its own, or for a staged table the published one's."""
+    layer, _, name = table.partition(".")
+    if layer == STAGED_LAYER and not suite_path(table, root).is_file():
+        return f"{PUBLISHED_LAYER}.{name}"
+    return table
+
+
+def baseline_table(table: str) -> str:
+    """Where the previous day comes from: a staged day is compared with what was published."""
+    layer, _, name = table.partition(".")
+    return f"{PUBLISHED_LAYER}.{name}" if layer == STAGED_LAYER else table
+
+
+def suite_tables(root: Path | None = None) -> tuple[str, ...]:
+    """Catalog tables, in catalog order, that have a suite of their own or through staging."""
+    return tuple(t for t in catalog.TABLES if suite_path(suite_for(t, root), root).is_file())
+
+
+def load_suite(layer_table: str, root: Path | None = None):
+    """The GX ExpectationSuite of a table, read from expectations/<layer>/<table>.json.
+
+    Severities are checked here, so a typo in a suite fails before any data is read; GX's own
+    severity field is set to match (error -> critical, warn -> warning) for its renderers.
+    """
+    import great_expectations as gx
+
+    path = suite_path(layer_table, root)
+    if not path.is_file():
+        raise ConfigError(f"no expectation suite for {layer_table}: {path} does not exist; "
+                          f"expectations/README.md says how to write one")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    for position, item in enumerate(data.get("expectations", [])):
+        _check_severity(path, f"expectation {position} ({item.get('type')})", item.get("meta") or {})
+        item["severity"] = "warning" if _severity(item.get("meta")) == WARN else "critical"
+    for position, check in enumerate((data.get("meta") or {}).get("spark_checks", [])):
+        if check.get("type") not in SPARK_CHECKS:
+            raise ConfigError(f"{path}: spark check {position} has unknown type '{check.get('type')}'; "
+                              f"known: {', '.join(sorted(SPARK_CHECKS))}")
+        _check_severity(path, f"spark check {position} ({check['type']})", check.get("meta") or {})
+    try:
+        return gx.ExpectationSuite(**data)
+    except Exception as exc:  # GX raises pydantic and its own errors; both mean a bad suite file
+        raise ConfigError(f"{path} is not a valid GX 1.x expectation suite: {exc}") from None
+
+
+def _severity(meta: Mapping[str, Any] | None) -> str:
+    return str((meta or {}).get("severity", ERROR))
+
+
+def _check_severity(path: Path, what: str, meta: Mapping[str, Any]) -> None:
+    if _severity(meta) not in SEVERITIES:
+        raise ConfigError(f"{path}: {what} has severity '{meta.get('severity')}'; use one of {SEVERITIES}")
+
+
+def suite_parameters(cfg: Config, run_date: dt.date) -> dict[str, Any]:
+    """Values that suites name with {"$PARAMETER": ...}: allowed sets come from the code that owns them."""
+    from jobs.clean import AGE_BANDS, EVENT_TYPES
+    from jobs.collect import REASON_NO_EVENT_ID, REASON_UNPARSEABLE
+    from jobs.common.taxonomy import TOP_LEVEL
+    from jobs.features import FEATURE_VERSION
+
+    try:
+        from jobs.score import SEGMENT_NAMES
+    except ImportError:  # before scoring moved out of jobs.publish
+        from jobs.publish import SEGMENT_NAMES
+
+    day_start = dt.datetime.combine(run_date, dt.time(), tzinfo=dt.timezone.utc)
+    return {
+        "run_date": [run_date],
+        "day_start": day_start,
+        "day_end": day_start + dt.timedelta(days=1),
+        "event_types": list(EVENT_TYPES),
+        "parse_errors": [REASON_UNPARSEABLE, REASON_NO_EVENT_ID],
+        "taxonomy_top_level": list(TOP_LEVEL),
+        "taxonomy_size": len(TOP_LEVEL),
+        "item_categories": [*TOP_LEVEL, "unknown"],
+        "segment_ids": list(SEGMENT_NAMES),
+        "segment_names": list(SEGMENT_NAMES.values()),
+        "age_bands": [label for _, _, label in AGE_BANDS] + ["unknown"],
+        "feature_version": [FEATURE_VERSION],
+        "feature_window_days": int(cfg.get("pipeline.feature_window_days", 90)),
+        "recommend_k": int(cfg.get("recommend.k")),
+        "embedding_dim": int(cfg.get("model.embedding_dim")),
+    }
+
+
+def _resolve(value: Any, cfg: Config, parameters: Mapping[str, Any]) -> Any:
+    """Spark-check kwargs may name a suite parameter or a config setting instead of a literal."""
+    if isinstance(value, Mapping) and "$PARAMETER" in value:
+        name = value["$PARAMETER"]
+        if name not in parameters:
+            raise ConfigError(f"unknown suite parameter '{name}'; known: {', '.join(sorted(parameters))}")
+        return parameters[name]
+    if isinstance(value, Mapping) and "$config" in value:
+        return cfg.get(value["$config"], value.get("default")) if "default" in value else cfg.get(value["$config"])
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# Spark checks: what GX cannot say about one batch on its own.
+
+
+@dataclass
+class _Finding:
+    success: bool
+    observed: Any
+    unexpected_count: int | None = None
+    sample: list[dict[str, Any]] = field(default_factory=list)
+    skipped: bool = False
+
+
+def _skip(reason: str) -> _Finding:
+    return _Finding(True, {"skipped": reason}, skipped=True)
+
+
+class _CheckContext:
+    """What a Spark check sees: the cached partition, one row of aggregates over it, and the same
+    aggregates over the previous day's partition, computed on first use. Sharing one aggregate pass
+    per partition keeps the Spark checks to a handful of jobs."""
+
+    def __init__(self, spark: "SparkSession", cfg: Config, table: TableSpec, run_date: dt.date,
+                 partition: "DataFrame", checks: Sequence[Mapping[str, Any]]):
+        self.spark, self.cfg, self.table, self.run_date = spark, cfg, table, run_date
+        self.partition = partition
+        self._aggregates = _aggregates_for(checks, set(partition.columns))
+        self.stats = self._aggregate(partition)
+        self.row_count = int(self.stats["rows"])
+        self._previous: "DataFrame | None | bool" = False
+        self._previous_stats: dict[str, Any] | None = None
+
+    def _aggregate(self, frame: "DataFrame", prefixes: tuple[str, ...] = ("",)) -> dict[str, Any]:
+        present = set(frame.columns)
+        exprs = [expr.alias(name) for name, (column, expr) in self._aggregates.items()
+                 if (column is None or column in present) and name.startswith(prefixes)]
+        return frame.agg(*exprs).first().asDict()
+
+    @property
+    def previous_date(self) -> dt.date:
+        return self.run_date - dt.timedelta(days=1)
+
+    def previous(self) -> "DataFrame | None":
+        """The previous day's partition as stored, or None when the table has no rows for that day."""
+        from pyspark.sql import functions as F
+
+        if self._previous is False:
+            self._previous = None
+            baseline = baseline_table(self.table.name)
+            if table_exists(self.spark, self.cfg, baseline):
+                frame = self.spark.read.format("delta").load(table_path(self.cfg, baseline)).where(
+                    F.col(spec(baseline).date_column) == F.lit(self.previous_date))
+                stats = self._aggregate(frame, ("rows", "mean__"))  # what day-to-day checks compare
+                if stats["rows"]:
+                    self._previous, self._previous_stats = frame, stats
+        return self._previous  # type: ignore[return-value]
+
+    @property
+    def previous_stats(self) -> dict[str, Any]:
+        self.previous()
+        return self._previous_stats or {}
+
+    def sample(self, frame: "DataFrame") -> list[dict[str, Any]]:
+        return [_jsonable(row.asDict(recursive=True)) for row in frame.limit(SAMPLE_ROWS).collect()]
+
+    def same_day(self, ref_table: str) -> str:
+        """A staged day refers to the other staged tables of that day, not to yesterday's published ones."""
+        layer, _, name = ref_table.partition(".")
+        if self.table.layer == STAGED_LAYER and layer == PUBLISHED_LAYER and f"{STAGED_LAYER}.{name}" in catalog.TABLES:
+            return f"{STAGED_LAYER}.{name}"
+        return ref_table
+
+
+def _aggregates_for(checks: Sequence[Mapping[str, Any]], present: set[str]) -> dict[str, tuple[str | None, "Column"]]:
+    """name -> (column it needs, aggregate) for every check answered by one pass over a partition."""
+    from pyspark.sql import functions as F
+
+    aggregates: dict[str, tuple[str | None, Column]] = {"rows": (None, F.count(F.lit(1)))}
+    for check in checks:
+        kwargs = check.get("kwargs") or {}
+        column = kwargs.get("column")
+        if not isinstance(column, str) or column not in present:
+            continue
+        if check["type"] == "mean_vs_previous":
+            aggregates[f"mean__{column}"] = (column, F.avg(F.col(column)))
+        elif check["type"] == "freshness":
+            aggregates[f"newest__{column}"] = (column, F.max(F.unix_timestamp(F.col(column))))
+        elif check["type"] == "array_values":
+            condition = _array_condition(**kwargs)
+            aggregates[_array_stat(kwargs)] = (column, F.sum(F.when(condition, 1).otherwise(0)))
+    return aggregates
+
+
+def _no_previous(ctx: _CheckContext) -> _Finding:
+    return _skip(f"no rows for {ctx.previous_date}")
+
+
+def _check_row_count_vs_previous(ctx: _CheckContext, min_ratio: float, max_ratio: float) -> _Finding:
+    if ctx.previous() is None:
+        return _no_previous(ctx)
+    before = int(ctx.previous_stats["rows"])
+    ratio = ctx.row_count / before
+    observed = {"rows": ctx.row_count, "previous_rows": before, "ratio": round(ratio, 3),
+                "allowed": [min_ratio, max_ratio]}
+    return _Finding(min_ratio <= ratio <= max_ratio, observed)
+
+
+def _check_mean_vs_previous(ctx: _CheckContext, column: str, max_relative_change: float) -> _Finding:
+    if ctx.previous() is None:
+        return _no_previous(ctx)
+    now, before = ctx.stats.get(f"mean__{column}"), ctx.previous_stats.get(f"mean__{column}")
+    if before is None or now is None or before == 0:
+        return _skip(f"no mean to compare (this day {now}, previous day {before})")
+    change = abs(now - before) / abs(before)
+    observed = {"mean": round(now, 6), "previous_mean": round(before, 6), "relative_change": round(change, 4),
+                "allowed": max_relative_change}
+    return _Finding(change <= max_relative_change, observed)
+
+
+def _distributions(now: "DataFrame", before: "DataFrame", bucket: "Column") -> tuple[dict[Any, int], dict[Any, int]]:
+    """Rows per bucket on both days, in one job."""
+    from pyspark.sql import functions as F
+
+    both = now.select(bucket.alias("b"), F.lit(0).alias("day")).unionByName(
+        before.select(bucket.alias("b"), F.lit(1).alias("day")))
+    counts: tuple[dict[Any, int], dict[Any, int]] = ({}, {})
+    for row in both.groupBy("day", "b").agg(F.count(F.lit(1)).alias("n")).collect():
+        counts[row["day"]][row["b"]] = row["n"]
+    return counts
+
+
+def _check_psi_vs_previous(ctx: _CheckContext, column: str, max_psi: float, bins: int = 10) -> _Finding:
+    """Population stability index of a column against the previous day (quantile bins for numbers)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import NumericType
+
+    previous = ctx.previous()
+    if previous is None:
+        return _no_previous(ctx)
+    if isinstance(ctx.partition.schema[column].dataType, NumericType):
+        probabilities = [i / bins for i in range(1, bins)]
+        edges = sorted(set(previous.approxQuantile(column, probabilities, 0.001)))
+        value = F.col(column).cast("double")
+        bucket = F.when(value.isNull(), F.lit(-1)).otherwise(
+            sum((F.when(value > F.lit(edge), 1).otherwise(0) for edge in edges), F.lit(0)))
+    else:
+        bucket = F.coalesce(F.col(column).cast("string"), F.lit("<null>"))
+    now, before = _distributions(ctx.partition, previous, bucket)
+    total_now, total_before = sum(now.values()), sum(before.values())
+    eps = 1e-4  # a bucket empty on one side must not make the index infinite
+    psi = 0.0
+    for key in set(now) | set(before):
+        p = max(now.get(key, 0) / total_now, eps)
+        q = max(before.get(key, 0) / total_before, eps)
+        psi += (p - q) * math.log(p / q)
+    return _Finding(psi <= max_psi, {"psi": round(psi, 4), "buckets": len(set(now) | set(before)),
+                                     "allowed": max_psi})
+
+
+def _check_freshness(ctx: _CheckContext, column: str, max_lag_hours: float, max_lead_hours: float = 0.0) -> _Finding:
+    """The newest event is close to the end of the logical day: not stale, not from the future."""
+    newest = ctx.stats.get(f"newest__{column}")
+    if newest is None:
+        return _Finding(False, {"newest": None, "reason": f"no {column} values"})
+    day_end = dt.datetime.combine(ctx.run_date + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+    lag_hours = (day_end.timestamp() - newest) / 3600
+    observed = {"newest": dt.datetime.fromtimestamp(newest, dt.timezone.utc).isoformat(),
+                "hours_before_end_of_day": round(lag_hours, 2), "allowed": [-max_lead_hours, max_lag_hours]}
+    return _Finding(-max_lead_hours <= lag_hours <= max_lag_hours, observed)
+
+
+def _reference_keys(ctx: _CheckContext, ref_table: str, ref_column: str, ref_date: str) -> "DataFrame | None":
+    from pyspark.sql import functions as F
+
+    if not table_exists(ctx.spark, ctx.cfg, ref_table):
+        return None
+    if ref_date == "same":
+        ref = read_table(ctx.spark, ctx.cfg, ref_table).where(F.col(spec(ref_table).date_column) == F.lit(ctx.run_date))
+    elif ref_date == "latest":
+        from jobs.features import latest_snapshot
+
+        ref = latest_snapshot(ctx.spark, ctx.cfg, ref_table, ctx.run_date)
+    else:
+        raise ConfigError(f"exists_in: ref_date must be 'same' or 'latest', not '{ref_date}'")
+    return ref.select(F.col(ref_column).alias("_ref")).distinct()
+
+
+def _check_exists_in(ctx: _CheckContext, column: str, ref_table: str, ref_column: str | None = None,
+                     ref_date: str = "latest") -> _Finding:
+    """Every value of `column` exists in `ref_table` (its snapshot for the date, or the same date)."""
+    from pyspark.sql import functions as F
+
+    if ref_date == "same":
+        ref_table = ctx.same_day(ref_table)
+    ref = _reference_keys(ctx, ref_table, ref_column or column, ref_date)
+    if ref is None:
+        return _Finding(False, {"reason": f"reference table {ref_table} does not exist"})
+    missing = ctx.partition.where(F.col(column).isNotNull()).join(
+        ref, F.col(column) == F.col("_ref"), "left_anti")
+    count = missing.count()
+    return _Finding(count == 0, {"missing_in_" + ref_table: count}, count, ctx.sample(missing) if count else [])
+
+
+def _array_condition(column: str, field: str | None = None, value_set: Any = None,
+                     min_value: float | None = None, max_value: float | None = None,
+                     length: int | None = None) -> "Column":
+    """True for a row whose array breaks the rule; null arrays only break a length rule."""
+    from pyspark.sql import functions as F
+
+    def element(x):
+        return x[field] if field else x
+
+    bad = F.lit(False)
+    if length is not None:
+        bad = bad | (F.coalesce(F.size(column), F.lit(-1)) != F.lit(int(length)))
+    if value_set is not None:
+        allowed = list(value_set)
+        bad = bad | F.coalesce(F.exists(column, lambda x: element(x).isNull() | ~element(x).isin(allowed)), F.lit(False))
+    if min_value is not None:
+        bad = bad | F.coalesce(F.exists(column, lambda x: element(x) < F.lit(min_value)), F.lit(False))
+    if max_value is not None:
+        bad = bad | F.coalesce(F.exists(column, lambda x: element(x) > F.lit(max_value)), F.lit(False))
+    return bad
+
+
+def _array_stat(kwargs: Mapping[str, Any]) -> str:
+    digest = hashlib.sha1(json.dumps(kwargs, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"bad_arrays__{digest}"
+
+
+def _check_array_values(ctx: _CheckContext, column: str, **rule: Any) -> _Finding:
+    """Each array element (or element.field) is in a set or a range; optionally a fixed length.
+
+    The count of bad rows comes from the shared aggregate pass; rows are fetched only on failure.
+    """
+    count = int(ctx.stats[_array_stat({"column": column, **rule})])
+    rows = ctx.partition.where(_array_condition(column, **rule)) if count else None
+    return _Finding(count == 0, {"unexpected_rows": count, "of": ctx.row_count}, count,
+                    ctx.sample(rows) if rows is not None else [])
+
+
+def _check_rows_per_key(ctx: _CheckContext, key: str, min_rows: int | None = None,
+                        max_rows: int | None = None) -> _Finding:
+    from pyspark.sql import functions as F
+
+    counts = ctx.partition.groupBy(key).agg(F.count(F.lit(1)).alias("rows"))
+    bad = F.lit(False)
+    if min_rows is not None:
+        bad = bad | (F.col("rows") < F.lit(int(min_rows)))
+    if max_rows is not None:
+        bad = bad | (F.col("rows") > F.lit(int(max_rows)))
+    offenders = counts.where(bad)
+    count = offenders.count()
+    return _Finding(count == 0, {"keys_out_of_bounds": count, "allowed": [min_rows, max_rows]}, count,
+                    ctx.sample(offenders.orderBy(key)) if count else [])
+
+
+def _check_ranks_contiguous(ctx: _CheckContext, key: str, rank: str) -> _Finding:
+    """Per key the ranks are exactly 1..n: no gap, no repeat, nothing below 1."""
+    from pyspark.sql import functions as F
+
+    per_key = ctx.partition.groupBy(key).agg(
+        F.min(rank).alias("min_rank"), F.max(rank).alias("max_rank"), F.count(F.lit(1)).alias("rows"),
+        F.countDistinct(rank).alias("distinct_ranks"), F.sort_array(F.collect_list(rank)).alias("ranks"))
+    offenders = per_key.where((F.col("min_rank") != 1) | (F.col("max_rank") != F.col("rows"))
+                              | (F.col("distinct_ranks") != F.col("rows")))
+    count = offenders.count()
+    return _Finding(count == 0, {"keys_with_bad_ranks": count}, count,
+                    ctx.sample(offenders.select(key, "ranks").orderBy(key)) if count else [])
+
+
+def _check_non_increasing(ctx: _CheckContext, key: str, order_by: str, column: str) -> _Finding:
+    """Within each key, `column` never rises as `order_by` grows (scores fall with rank)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    window = Window.partitionBy(key).orderBy(order_by)
+    steps = ctx.partition.select(key, order_by, column, F.lag(column).over(window).alias(f"previous_{column}"))
+    rises = steps.where(F.col(column) > F.col(f"previous_{column}"))
+    count = rises.count()
+    return _Finding(count == 0, {"rising_steps": count}, count, ctx.sample(rises.orderBy(key, order_by)) if count else [])
+
+
+def _check_not_recently_bought(ctx: _CheckContext, key: str, item: str, lookback_days: int) -> _Finding:
+    """No recommended item was bought by the same user in the look-back window up to the date."""
+    from pyspark.sql import functions as F
+
+    if not table_exists(ctx.spark, ctx.cfg, "silver.events"):
+        return _Finding(False, {"reason": "silver.events does not exist, so purchases cannot be checked"})
+    horizon = ctx.run_date - dt.timedelta(days=int(lookback_days))
+    bought = read_table(ctx.spark, ctx.cfg, "silver.events").where(
+        (F.col("event_type") == "purchase") & (F.col("event_date") > F.lit(horizon))
+        & (F.col("event_date") <= F.lit(ctx.run_date))
+    ).select(F.col("user_key").alias(key), F.col("item_id").alias(item)).distinct()
+    offenders = ctx.partition.join(bought, [key, item], "left_semi")
+    count = offenders.count()
+    return _Finding(count == 0, {"bought_items_recommended": count, "lookback_days": int(lookback_days)}, count,
+                    ctx.sample(offenders) if count else [])
+
+
+SPARK_CHECKS: dict[str, Callable[..., _Finding]] = {
+    "row_count_vs_previous": _check_row_count_vs_previous,
+    "mean_vs_previous": _check_mean_vs_previous,
+    "psi_vs_previous": _check_psi_vs_previous,
+    "freshness": _check_freshness,
+    "exists_in": _check_exists_in,
+    "array_values": _check_array_values,
+    "rows_per_key": _check_rows_per_key,
+    "ranks_contiguous": _check_ranks_contiguous,
+    "non_increasing": _check_non_increasing,
+    "not_recently_bought": _check_not_recently_bought,
+}
+# kwargs that name columns of the validated table, so a missing column skips the check.
+_COLUMN_KWARGS = ("column", "column_A", "column_B", "key", "rank", "order_by", "item")
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+
+
+def _check_columns(kwargs: Mapping[str, Any]) -> list[str]:
+    columns = [kwargs[k] for k in _COLUMN_KWARGS if isinstance(kwargs.get(k), str)]
+    columns += list(kwargs.get("column_list") or [])
+    return columns
+
+
+def _column_label(kwargs: Mapping[str, Any]) -> str | None:
+    columns = _check_columns(kwargs)
+    return ",".join(columns) if columns else None
+
+
+def _unique_ids(labels: Iterable[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    ids = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        ids.append(label if seen[label] == 1 else f"{label}#{seen[label]}")
+    return ids
+
+
+def _gx_batch(partition: "DataFrame", table: str):
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    # persist=False: the partition is cached here once, and unpersisted when validation ends.
+    source = context.data_sources.add_spark("portrait", persist=False)
+    definition = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("partition")
+    return definition.get_batch(batch_parameters={"dataframe": partition})
+
+
+def _gx_observed(result: Mapping[str, Any]) -> tuple[Any, int | None, list[dict[str, Any]]]:
+    """Observed value, unexpected count and bad rows from a GX result dict (BASIC format)."""
+    if "details" in result and isinstance(result["details"], Mapping) and "mismatched" in result["details"]:
+        observed: Any = {**result["details"]["mismatched"]}
+    elif "observed_value" in result:
+        observed = result["observed_value"]
+    else:
+        observed = None
+    count = result.get("unexpected_count")
+    if count is not None:
+        observed = {"unexpected": count, "of": result.get("element_count"),
+                    "values": (result.get("partial_unexpected_list") or [])[:SAMPLE_ROWS]}
+    rows = _jsonable(result.get("unexpected_rows") or [])
+    return _jsonable(observed), count, list(rows)[:SAMPLE_ROWS]
+
+
+def _run_gx(partition: "DataFrame", table: str, name: str, expectations: Sequence[dict[str, Any]],
+            parameters: Mapping[str, Any]):
+    """One GX run of all expectations (pass/fail only), then details for the failed ones only.
+
+    The details (unexpected values and rows) cost a scan per expectation; fetching them only for
+    failures keeps the common, passing case to a single pass over the cached partition. Results
+    come back in GX's order, so they are matched to expectations by the id each one is given here.
+    Returns GX's suite result (with the detailed results swapped in) and the results by id.
+    """
+    import great_expectations as gx
+
+    batch = _gx_batch(partition, table)
+    outcome = batch.validate(gx.ExpectationSuite(name=name, expectations=list(expectations)),
+                             result_format={"result_format": "BOOLEAN_ONLY"},
+                             expectation_parameters=dict(parameters))
+    by_id = {r.expectation_config.id: r for r in outcome.results}
+    failed = [e for e in expectations if not by_id[e["id"]].success]
+    if failed:
+        details = batch.validate(
+            gx.ExpectationSuite(name=f"{name}.failed", expectations=failed),
+            result_format={"result_format": "BASIC", "include_unexpected_rows": True,
+                           "partial_unexpected_count": SAMPLE_ROWS},
+            expectation_parameters=dict(parameters))
+        by_id.update({r.expectation_config.id: r for r in details.results})
+        outcome.results = [by_id[r.expectation_config.id] for r in outcome.results]
+    return outcome, by_id
+
+
+def validate(spark: "SparkSession", cfg: Config, table: str, run_date: dt.date,
+             df: "DataFrame | None" = None) -> ValidationReport:
+    """Validate `table`'s partition for `run_date` (or `df`, e.g. a frame not yet written).
+
+    The partition is cached once; GX runs every expectation of the suite in one validation, then
+    the Spark checks run on the same cached rows. Pass a cached `df` to reuse it for the write.
+    """
+    from pyspark.sql import functions as F
+
+    started = time.monotonic()
+    table_spec = spec(table)
+    suite = load_suite(suite_for(table, cfg.root), cfg.root)
+    parameters = suite_parameters(cfg, run_date)
+    if df is None:
+        df = read_table(spark, cfg, table).where(F.col(table_spec.date_column) == F.lit(run_date))
+    cached_here = not df.is_cached
+    partition = df.cache() if cached_here else df
+    try:
+        # The first aggregate fills the cache; GX and the Spark checks then read cached rows.
+        checks = _resolved_checks(suite, cfg, parameters)
+        ctx = _CheckContext(spark, cfg, table_spec, run_date, partition, checks)
+        results, gx_result = _validate_gx(partition, table, suite, parameters)
+        results += _validate_spark_checks(ctx, checks)
+    finally:
+        if cached_here:
+            partition.unpersist()
+    ids = _unique_ids(r.check_id or (f"{r.expectation_type}({r.column})" if r.column else r.expectation_type)
+                      for r in results)
+    for result, check_id in zip(results, ids):
+        result.check_id = check_id
+    report = ValidationReport(table, run_date, ctx.row_count, results, time.monotonic() - started, gx_result)
+    log.info("%s", report.summary().splitlines()[0])
+    return report
+
+
+def _validate_gx(partition: "DataFrame", table: str, suite, parameters) -> tuple[list[CheckResult], Any]:
+    present = set(partition.columns)
+    checks_column_set = any(e.expectation_type == "expect_table_columns_to_match_set" for e in suite.expectations)
+    runnable, missing_columns = [], {}
+    for position, expectation in enumerate(suite.expectations):
+        missing = [c for c in _check_columns(expectation.configuration.kwargs) if c not in present]
+        if missing:
+            missing_columns[position] = missing
+        else:
+            runnable.append(position)
+    outcome, by_id = None, {}
+    if runnable:
+        dicts = [{**suite.expectations[i].configuration.to_json_dict(), "id": str(i)} for i in runnable]
+        outcome, by_id = _run_gx(partition, table, suite.name, dicts, parameters)
+
+    results = []
+    for position, expectation in enumerate(suite.expectations):
+        config = expectation.configuration
+        kwargs = _jsonable({k: v for k, v in config.kwargs.items() if k != "batch_id"})
+        base = dict(expectation_type=config.type, column=_column_label(config.kwargs),
+                    severity=_severity(config.meta), source="gx", kwargs=kwargs, check_id="")
+        if position in missing_columns:
+            # The column-set expectation reports the missing column once; without one, this fails.
+            reason = {"missing_columns": missing_columns[position]}
+            results.append(CheckResult(**base, success=checks_column_set, skipped=checks_column_set,
+                                       observed_value=reason))
+            continue
+        gx_result = by_id[str(position)]
+        info = gx_result.exception_info or {}
+        if info.get("raised_exception"):
+            results.append(CheckResult(**base, success=False,
+                                       observed_value={"error": str(info.get("exception_message"))[:300]}))
+            continue
+        observed, count, rows = _gx_observed(gx_result.result or {}) if not gx_result.success else (None, None, [])
+        results.append(CheckResult(**base, success=bool(gx_result.success), observed_value=observed,
+                                   unexpected_count=count, sample=rows))
+    return results, outcome
+
+
+def _spark_label(kwargs: Mapping[str, Any]) -> str | None:
+    if isinstance(kwargs.get("column"), str):
+        return kwargs["column"] + (f".{kwargs['field']}" if kwargs.get("field") else "")
+    columns = [kwargs[k] for k in ("key", "rank", "item") if isinstance(kwargs.get(k), str)]
+    return ",".join(columns) or None
+
+
+def _resolved_checks(suite, cfg: Config, parameters: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The suite's Spark checks with parameter and config references replaced by values."""
+    return [{**check, "kwargs": {k: _resolve(v, cfg, parameters) for k, v in (check.get("kwargs") or {}).items()}}
+            for check in (suite.meta or {}).get("spark_checks", [])]
+
+
+def _validate_spark_checks(ctx: _CheckContext, checks: Sequence[Mapping[str, Any]]) -> list[CheckResult]:
+    results = []
+    present = set(ctx.partition.columns)
+    for check in checks:
+        kwargs = check["kwargs"]
+        base = dict(expectation_type=check["type"], column=_spark_label(kwargs),
+                    severity=_severity(check.get("meta")), source="spark", kwargs=_jsonable(kwargs),
+                    check_id=check.get("id", ""))
+        missing = [c for c in _check_columns(kwargs) if c not in present]
+        if missing:
+            finding = _skip(f"missing columns {missing}")
+        else:
+            finding = SPARK_CHECKS[check["type"]](ctx, **kwargs)
+        results.append(CheckResult(**base, success=finding.success, observed_value=_jsonable(finding.observed),
+                                   unexpected_count=finding.unexpected_count, sample=finding.sample,
+                                   skipped=finding.skipped))
+    return results
+
+
+# --------------------------------------------------------------------------------------------------
+# Recording, docs, the step
+
+
+def _as_reports(reports: "ValidationReport | Iterable[ValidationReport]") -> list[ValidationReport]:
+    return [reports] if isinstance(reports, ValidationReport) else list(reports)
+
+
+def record(spark: "SparkSession", cfg: Config, report: "ValidationReport | Iterable[ValidationReport]") -> int:
+    """Replace the results of these tables and dates in ops.validation_results; one Delta commit."""
+    reports = _as_reports(report)
+    if not reports:
+        return 0
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    rows = [
+        (rep.run_date, rep.table, r.check_id, r.expectation_type, r.column, r.severity, r.success, r.skipped,
+         json.dumps(r.observed_value, default=str, ensure_ascii=False), r.unexpected_count,
+         json.dumps(r.sample, default=str, ensure_ascii=False), r.source, rep.row_count, rep.success, now)
+        for rep in reports for r in rep.results
+    ]
+    tables = sorted({rep.table for rep in reports})
+    frame = spark.createDataFrame(rows, RESULTS_SCHEMA)
+    return replace_dates(frame, cfg, RESULTS_TABLE, {rep.run_date for rep in reports},
+                         extra_predicate="table_name IN ({})".format(", ".join(repr(t) for t in tables)))
+
+
+def docs_dir(cfg: Config) -> Path:
+    """quality.docs_dir when set, else quality_docs next to a local lakehouse (or in the project)."""
+    if cfg.get("quality.docs_dir", None):
+        return Path(cfg.location("quality.docs_dir"))
+    root = cfg.lakehouse_root
+    if "://" in root:
+        return cfg.root / "quality_docs"
+    return Path(root).parent / "quality_docs"
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top;font-size:14px}
+th{background:#f3f3f3}.pass{color:#17692b;font-weight:600}.fail{color:#b00020;font-weight:600}
+.warn{color:#a15c00;font-weight:600}.skip{color:#777}code,pre{font-size:12px;white-space:pre-wrap}
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_STYLE}</style></head><body>{body}</body></html>")
+
+
+def _status(result: Mapping[str, Any]) -> tuple[str, str]:
+    if result.get("skipped"):
+        return "skip", "skipped"
+    if result["success"]:
+        return "pass", "passed"
+    return ("fail", "FAILED") if result["severity"] == ERROR else ("warn", "warning")
+
+
+def _report_page(data: Mapping[str, Any], gx_page: str | None) -> str:
+    rows = []
+    for r in data["results"]:
+        css, label = _status(r)
+        sample = ""
+        if r["sample"]:
+            sample = "<pre>" + html.escape("\n".join(json.dumps(s, ensure_ascii=False, default=str)
+                                                     for s in r["sample"])) + "</pre>"
+        rows.append(
+            f"<tr><td class='{css}'>{label}</td><td>{html.escape(r['check_id'])}</td>"
+            f"<td>{html.escape(r['source'])}</td><td>{html.escape(r['severity'])}</td>"
+            f"<td><code>{html.escape(json.dumps(r['observed_value'], ensure_ascii=False, default=str))}</code>"
+            f"</td><td>{sample}</td></tr>")
+    verdict = "<span class='pass'>passed</span>" if data["success"] else "<span class='fail'>FAILED</span>"
+    link = f" · <a href='{html.escape(gx_page)}'>GX data docs page</a>" if gx_page else ""
+    body = (f"<p><a href='../index.html'>all validations</a>{link}</p>"
+            f"<h1>{html.escape(data['table'])} · {data['run_date']}</h1>"
+            f"<p>{verdict} · {data['row_count']:,} rows · {len(data['results'])} checks · {data['seconds']} s</p>"
+            "<table><tr><th>status</th><th>check</th><th>by</th><th>severity</th><th>observed</th>"
+            "<th>sample of bad rows</th></tr>" + "".join(rows) + "</table>")
+    return _page(f"{data['table']} {data['run_date']}", body)
+
+
+def _gx_page(gx_result: Any) -> str | None:
+    """GX's own Data Docs rendering of the GX part of a validation, when its renderer manages it."""
+    try:
+        from great_expectations.render.renderer import ValidationResultsPageRenderer
+        from great_expectations.render.view import DefaultJinjaPageView
+
+        return DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(gx_result))
+    except Exception as exc:  # the renderer is optional polish; our own page has every result
+        log.warning("GX could not render its data docs page: %s", exc)
+        return None
+
+
+def _write_index(folder: Path) -> None:
+    entries = []
+    for path in folder.glob("*/*.json"):
+        try:
+            entries.append((json.loads(path.read_text(encoding="utf-8")), path))
+        except (OSError, json.JSONDecodeError):
+            continue
+    entries.sort(key=lambda e: (e[0]["run_date"], e[0]["table"]), reverse=True)
+    rows = []
+    for data, path in entries:
+        css, label = ("pass", "passed") if data["success"] else ("fail", "FAILED")
+        warnings = sum(1 for r in data["results"] if not r["success"] and not r.get("skipped")
+                       and r["severity"] == WARN)
+        errors = sum(1 for r in data["results"] if not r["success"] and not r.get("skipped")
+                     and r["severity"] == ERROR)
+        href = html.escape(f"{path.parent.name}/{path.stem}.html")
+        rows.append(f"<tr><td>{data['run_date']}</td><td><a href='{href}'>{html.escape(data['table'])}</a></td>"
+                    f"<td class='{css}'>{label}</td><td>{errors}</td><td>{warnings}</td>"
+                    f"<td>{data['row_count']:,}</td></tr>")
+    body = ("<h1>Portrait data quality</h1><table><tr><th>date</th><th>table</th><th>result</th>"
+            "<th>errors</th><th>warnings</th><th>rows</th></tr>" + "".join(rows) + "</table>")
+    (folder / "index.html").write_text(_page("Portrait data quality", body), encoding="utf-8")
+
+
+def build_docs(cfg: Config, reports: "ValidationReport | Iterable[ValidationReport]" = ()) -> Path:
+    """Write a page per validated table and date plus an index of every page so far; returns the folder.
+
+    Our page lists GX expectations and Spark checks together; next to it, GX's own renderer
+    writes its Data Docs page for the GX part (`<date>.gx.html`).
+    """
+    folder = docs_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    for rep in _as_reports(reports):
+        target = folder / rep.table
+        target.mkdir(exist_ok=True)
+        stem = rep.run_date.isoformat()
+        data = rep.to_dict()
+        (target / f"{stem}.json").write_text(json.dumps(data, default=str, ensure_ascii=False, indent=1),
+                                             encoding="utf-8")
+        gx_html = _gx_page(rep.gx_result) if rep.gx_result is not None else None
+        gx_name = None
+        if gx_html:
+            gx_name = f"{stem}.gx.html"
+            (target / gx_name).write_text(gx_html, encoding="utf-8")
+        (target / f"{stem}.html").write_text(_report_page(data, gx_name), encoding="utf-8")
+    _write_index(folder)
+    return folder
+
+
+def expand_tables(tables: str | Iterable[str], root: Path | None = None) -> tuple[str, ...]:
+    """`silver.events`, a layer (`silver`), or several of either, comma-separated or as a list."""
+    items = [t.strip() for t in (tables.split(",") if isinstance(tables, str) else tables) if t and t.strip()]
+    known = suite_tables(root)
+    chosen: list[str] = []
+    for item in items:
+        names = [t for t in known if t.split(".")[0] == item] if "." not in item else [item]
+        if not names:
+            raise ConfigError(f"'{item}' is neither a table nor a layer with suites; tables: {', '.join(known)}")
+        chosen += [n for n in names if n not in chosen]
+    if not chosen:
+        raise ConfigError("no tables to validate; name tables (silver.events) or layers (silver)")
+    return tuple(chosen)
+
+
+def failure_message(reports: Sequence[ValidationReport], docs: Path | None = None) -> str:
+    failed = [r for r in reports if not r.success]
+    lines = [f"data quality failed for {', '.join(f'{r.table} {r.run_date}' for r in failed)}; "
+             "nothing after this check should publish it"]
+    rows_left = SAMPLE_ROWS  # bad rows in the whole message, not per table
+    for rep in failed:
+        text = rep.summary(max_rows=rows_left)
+        rows_left -= text.count("bad row: ")
+        lines.append(text)
+    if docs:
+        lines.append(f"details: {docs / 'index.html'}")
+    lines.append("fix the data (or the step that wrote it) and re-run the step for that date; a check that "
+                 "is wrong belongs in expectations/<layer>/<table>.json")
+    return "\n".join(lines)
+
+
+def run(spark: "SparkSession", cfg: Config, run_date: dt.date,
+        tables: str | Sequence[str] = ("bronze", "silver", "gold", "publish")) -> StepResult:
+    """Validate tables for a date, record every result, build the docs, then fail on any error check.
+
+    `tables` names tables or layers (`"staging"` is the scored day before it is published), as a
+    tuple or one comma-separated string, so that an Airflow task can pass it as a plain parameter.
+    """
+    names = expand_tables(tables, cfg.root)
+    reports = [validate(spark, cfg, name, run_date) for name in names]
+    record(spark, cfg, reports)
+    folder = build_docs(cfg, reports)
+    log.info("quality docs: %s", folder / "index.html")
+    if not all(r.success for r in reports):
+        raise QualityError(failure_message(reports, folder), reports)
+    result = StepResult("quality", run_date)
+    result.details.update({
+        "validated": ",".join(names),
+        "checks": sum(len(r.results) for r in reports),
+        "warnings": sum(len(r.warnings) for r in reports),
+        "rows": {r.table: r.row_count for r in reports},
+        "docs": str(folder / "index.html"),
+    })
+    return result
+
