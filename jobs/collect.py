@@ -83,6 +83,7 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, collect_days: int
 
     from jobs.common.dates import days_ending
 
+    preflight(cfg, run_date, collect_days)  # also when run() is called without the runner
     result = StepResult("collect", run_date)
     dates = days_ending(run_date, collect_days)
     ingested_at = F.current_timestamp()
@@ -90,7 +91,6 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, collect_days: int
     events = None
     for day in dates:
         path = landing_path(cfg, "events", f"event_date={day.isoformat()}")
-        _require_landing(cfg, path, f"events for {day}")
         typed = transform_parse_events(_read_lines(spark, path), day)
         events = typed if events is None else events.unionByName(typed)
     events = events.withColumn("_ingested_at", ingested_at).cache()
@@ -109,7 +109,6 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, collect_days: int
 
     for name, folder, schema in (("bronze.users", "users", USER_SCHEMA), ("bronze.items", "items", ITEM_SCHEMA)):
         path = landing_path(cfg, folder)
-        _require_landing(cfg, path, f"{folder} master data")
         master = (
             spark.read.schema(schema).json(path)
             .withColumn("_source_file", F.col("_metadata.file_path"))

@@ -165,28 +165,34 @@ def latest_snapshot(spark: "SparkSession", cfg: Config, name: str, as_of: dt.dat
     return snapshot
 
 
-def build_user_features(spark: "SparkSession", cfg: Config, as_of: dt.date) -> "DataFrame":
-    events = read_table(spark, cfg, "silver.events")
+def _half_life(cfg: Config) -> float:
+    return float(cfg.get("pipeline.affinity_half_life_days", 14))
+
+
+def build_user_features(spark: "SparkSession", cfg: Config, as_of: dt.date,
+                        events: "DataFrame | None" = None, items: "DataFrame | None" = None) -> "DataFrame":
+    """User features as of a date; pass `events`/`items` when the caller already read them."""
+    events = read_table(spark, cfg, "silver.events") if events is None else events
+    items = latest_snapshot(spark, cfg, "silver.items", as_of) if items is None else items
     users = latest_snapshot(spark, cfg, "silver.users", as_of)
-    items = latest_snapshot(spark, cfg, "silver.items", as_of)
     return transform_user_features(
         events, users, items, as_of,
-        window_days=int(cfg.get("pipeline.feature_window_days", 90)),
-        half_life_days=float(cfg.get("pipeline.affinity_half_life_days", 14)),
+        window_days=int(cfg.get("pipeline.feature_window_days", 90)), half_life_days=_half_life(cfg),
     )
 
 
 def run(spark: "SparkSession", cfg: Config, run_date: dt.date) -> StepResult:
     result = StepResult("features", run_date)
-    users = build_user_features(spark, cfg, run_date)
+    # Read once: both feature tables come from the same events and the same item snapshot.
+    events = read_table(spark, cfg, "silver.events")
+    items = latest_snapshot(spark, cfg, "silver.items", run_date)
+
+    users = build_user_features(spark, cfg, run_date, events=events, items=items)
     written = replace_dates(users, cfg, "gold.user_features", [run_date])
     result.tables.append(TableCount("gold.user_features", written, written))
 
-    items = transform_item_features(
-        read_table(spark, cfg, "silver.events"), latest_snapshot(spark, cfg, "silver.items", run_date), run_date,
-        half_life_days=float(cfg.get("pipeline.affinity_half_life_days", 14)),
-    )
-    written = replace_dates(items, cfg, "gold.item_features", [run_date])
+    item_features = transform_item_features(events, items, run_date, half_life_days=_half_life(cfg))
+    written = replace_dates(item_features, cfg, "gold.item_features", [run_date])
     result.tables.append(TableCount("gold.item_features", written, written))
     write_audit(spark, cfg, "features", run_date, result.tables)
     return result

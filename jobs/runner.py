@@ -25,6 +25,12 @@ STEPS: dict[str, str] = {
     "validate": "jobs.quality",
     "publish": "jobs.publish",
 }
+# The daily order, validation included, as the DAG wires it; `portrait run` follows it without Airflow.
+PIPELINE: tuple[tuple[str, dict[str, str]], ...] = (
+    ("collect", {}), ("validate", {"tables": "bronze"}), ("clean", {}), ("validate", {"tables": "silver"}),
+    ("features", {}), ("validate", {"tables": "gold"}), ("train", {}), ("score", {}),
+    ("validate", {"tables": "staging"}), ("publish", {}),
+)
 # Parameters a step accepts besides the date.
 STEP_PARAMS: dict[str, tuple[str, ...]] = {
     "collect": ("collect_days",), "clean": ("collect_days",), "validate": ("tables",),

@@ -56,16 +56,24 @@ def decide(candidate: float, champion: float | None, margin: float, metric: str)
     )
 
 
-def current_champion_metric(cfg: Config, metric: str) -> float | None:
+def champion_version(cfg: Config):
+    """The registry's champion ModelVersion, or None when nothing has been promoted yet."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient()
     try:
-        version = client.get_model_version_by_alias(model_name(cfg), CHAMPION)
+        return MlflowClient().get_model_version_by_alias(model_name(cfg), CHAMPION)
     except MlflowException:
         return None
-    value = client.get_run(version.run_id).data.metrics.get(metric)
+
+
+def current_champion_metric(cfg: Config, metric: str) -> float | None:
+    from mlflow import MlflowClient
+
+    version = champion_version(cfg)
+    if version is None:
+        return None
+    value = MlflowClient().get_run(version.run_id).data.metrics.get(metric)
     return None if value is None else float(value)
 
 
@@ -79,13 +87,9 @@ def apply_gate(cfg: Config, version: str, decision: GateDecision) -> None:
 
 def require_champion(cfg: Config) -> tuple[str, str]:
     """(version, run_id) of the champion, or a clear error when nothing has been promoted yet."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    try:
-        version = MlflowClient().get_model_version_by_alias(model_name(cfg), CHAMPION)
-    except MlflowException:
+    version = champion_version(cfg)
+    if version is None:
         raise PortraitError(
             f"no '{CHAMPION}' version of model {model_name(cfg)} in {cfg.mlflow_tracking_uri}; run the train step first"
-        ) from None
+        )
     return str(version.version), str(version.run_id)

@@ -86,11 +86,11 @@ def run(
     date: str = typer.Option(..., "--date", help="logical date, YYYY-MM-DD"),
     collect_days: Optional[int] = typer.Option(None, help="days ending at --date to (re)load"),
 ) -> None:
-    """Run every step for a date in this process, in DAG order, without Airflow."""
-    from jobs.runner import STEPS, run_step
+    """Run every step for a date in this process, in DAG order with its validations, without Airflow."""
+    from jobs.runner import PIPELINE, run_step
 
-    for step in STEPS:
-        result = run_step(step, date, collect_days=collect_days)
+    for step, params in PIPELINE:
+        result = run_step(step, date, collect_days=collect_days, **params)
         tables = ", ".join(f"{t['table']}={t['rows_out']:,}" for t in result["tables"])
         typer.echo(f"{step} ({result['details']['seconds']}s): {tables or result['details']}")
 
@@ -108,18 +108,14 @@ def status(date: Optional[str] = typer.Option(None, "--date", help="also count r
 
 
 def _model_line(cfg) -> str:
-    try:
-        from mlflow import MlflowClient
-        from mlflow.exceptions import MlflowException
+    from ml.registry import CHAMPION, champion_version, configure_mlflow, model_name
 
-        from ml.registry import CHAMPION, configure_mlflow, model_name
-
-        configure_mlflow(cfg)
-        version = MlflowClient().get_model_version_by_alias(model_name(cfg), CHAMPION)
-        return (f"model {model_name(cfg)} @{CHAMPION}: version {version.version}, run {version.run_id} "
-                f"({cfg.mlflow_tracking_uri})")
-    except MlflowException:
+    configure_mlflow(cfg)
+    version = champion_version(cfg)
+    if version is None:
         return f"model: no champion yet in {cfg.mlflow_tracking_uri}"
+    return (f"model {model_name(cfg)} @{CHAMPION}: version {version.version}, run {version.run_id} "
+            f"({cfg.mlflow_tracking_uri})")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
