@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 from jobs.common.config import Config
@@ -53,6 +54,9 @@ def build_spark(cfg: Config, app_suffix: str = "") -> "SparkSession":
 
     from pyspark.sql import SparkSession
 
+    # Python workers (pandas UDFs such as jobs.rerank) must run this interpreter, not whatever python3
+    # is first on PATH; SparkContext reads the variable when it starts.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     name = str(cfg.get("spark.app_name", "portrait")) + (f"-{app_suffix}" if app_suffix else "")
     builder = (
         SparkSession.builder.master(str(cfg.get("spark.master")))
