@@ -13,11 +13,14 @@ at a time.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gzip
 import json
 import math
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,12 +135,19 @@ DEFAULT_MAX_ITEMS = 100_000
 # Event ids pack the day into 16 bits, so a window is at most this long.
 MAX_DAYS = 65_535
 
-_EVENT_FILE = "events-00000.jsonl"
+_EVENT_STEM = "events-00000"  # + .jsonl / .csv / .parquet, + .gz when asked
+_EDGES_STEM = "edges-00000"
+# Landing folders a run replaces as a whole (social_edges too, so a run without them leaves none stale).
+_REPLACED_FOLDERS = ("events", "users", "items", "social_edges")
+EDGE_COLUMNS: tuple[str, ...] = ("src_user_id", "dst_user_id", "edge_type", "ts")
+_FOLLOW_CHANCE = 0.05  # an active user follows someone new on a given day
+FILE_FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
+DIRTY_MANIFEST = "dirty_manifest.json"
 _STAGING = ".generate-staging"
 _JSON_CHUNK_ROWS = 200_000
 
 # Random streams: one per purpose, so adding draws to one never shifts another.
-_STREAM_USERS, _STREAM_ITEMS, _STREAM_DAYS = 1, 2, 3
+_STREAM_USERS, _STREAM_ITEMS, _STREAM_DAYS, _STREAM_DIRTY, _STREAM_EDGES = 1, 2, 3, 4, 5
 
 # --- planted behaviour -------------------------------------------------------------
 
@@ -325,6 +335,10 @@ class GenerateSummary:
     seed: int
     start_date: dt.date
     days: int
+    file_format: str = "jsonl"
+    gzip: bool = False
+    dirty: str = "none"
+    defects: dict[str, int] = field(default_factory=dict)  # planted defects by kind, all days
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -336,6 +350,10 @@ class GenerateSummary:
             "seed": self.seed,
             "start_date": self.start_date.isoformat(),
             "days": self.days,
+            "file_format": self.file_format,
+            "gzip": self.gzip,
+            "dirty": self.dirty,
+            "defects": dict(self.defects),
         }
 
 
@@ -353,15 +371,27 @@ def generate(
     seed: int,
     start_date: dt.date,
     items: int | None = None,
+    dirty: str = "none",
+    file_format: str = "jsonl",
+    gzip: bool = False,
+    social_edges: bool = False,
 ) -> GenerateSummary:
     """Write users, items and `days` days of events from `start_date` into the landing zone.
 
     The events/, users/ and items/ folders under `landing_dir` are replaced as a whole, so
     a rerun with fewer days leaves no stale day behind; other folders there are untouched.
     The planted truth goes to `ground_truth_dir`/users.parquet and items.parquet.
+
+    `file_format` (jsonl, csv, parquet) and `gzip` choose how every landing file is written;
+    `dirty` (none, light, heavy) plants defects in known numbers into the event files and writes
+    what it planted to `ground_truth_dir`/dirty_manifest.json (jobs/generate_dirty.py).
+    `social_edges` also writes social_edges/event_date=.../edges-00000.* (follows and share-tos).
     """
+    from jobs import generate_dirty
+
     landing_dir, ground_truth_dir = Path(landing_dir), Path(ground_truth_dir)
     item_count = _check_arguments(users, days, seed, start_date, items)
+    _check_output_options(dirty, file_format, gzip)
     _check_folders(landing_dir, ground_truth_dir)
 
     users, days, seed = int(users), int(days), int(seed)
@@ -372,47 +402,140 @@ def generate(
     if staging.exists():
         shutil.rmtree(staging)
     events_per_day: dict[str, int] = {}
+    planted: dict[str, generate_dirty.DayDefects] = {}
     for day in range(days):
         event_date = start_date + dt.timedelta(days=day)
         day_rng = np.random.default_rng([seed, _STREAM_DAYS, day])
         day_events = _day_events(day_rng, population, catalog, day, event_date, seed)
         day_folder = staging / "events" / f"event_date={event_date.isoformat()}"
         day_folder.mkdir(parents=True)
-        events_per_day[event_date.isoformat()] = _write_jsonl(day_folder / _EVENT_FILE, day_events)
+        if social_edges:
+            edges_folder = staging / "social_edges" / f"event_date={event_date.isoformat()}"
+            edges_folder.mkdir(parents=True)
+            write_records(edges_folder / _EDGES_STEM, _day_edges(np.random.default_rng([seed, _STREAM_EDGES, day]),
+                                                                 day_events, population), file_format, gzip)
+        line_defects = None
+        if dirty != "none":
+            day_events, planted[event_date.isoformat()] = _dirty_day(
+                np.random.default_rng([seed, _STREAM_DIRTY, day]), day_events, dirty, file_format,
+                population, catalog, day, event_date, seed)
+            line_defects = planted[event_date.isoformat()].line_defects
+        _, events_per_day[event_date.isoformat()] = write_records(
+            day_folder / _EVENT_STEM, day_events, file_format, gzip, line_defects)
         del day_events
 
     (staging / "users").mkdir(parents=True)
-    _write_jsonl(staging / "users" / "users.jsonl", _user_fields(population, start_date))
+    users_path, _ = write_records(staging / "users" / "users", _user_fields(population, start_date), file_format, gzip)
     (staging / "items").mkdir(parents=True)
-    _write_jsonl(staging / "items" / "items.jsonl", _item_fields(catalog))
+    items_path, _ = write_records(staging / "items" / "items", _item_fields(catalog), file_format, gzip)
 
-    for folder in ("events", "users", "items"):
+    for folder in _REPLACED_FOLDERS:
         target = landing_dir / folder
         if target.exists():
             shutil.rmtree(target)
-        os.replace(staging / folder, target)
+        if (staging / folder).exists():
+            os.replace(staging / folder, target)
     staging.rmdir()
 
     ground_truth_dir.mkdir(parents=True, exist_ok=True)
     _write_parquet(_ground_truth_users(population, start_date), ground_truth_dir / "users.parquet")
     _write_parquet(_ground_truth_items(catalog), ground_truth_dir / "items.parquet")
+    manifest_path = ground_truth_dir / DIRTY_MANIFEST
+    paths = {
+        "events": landing_dir / "events",
+        **({"social_edges": landing_dir / "social_edges"} if social_edges else {}),
+        "users": landing_dir / "users" / users_path.name,
+        "items": landing_dir / "items" / items_path.name,
+        "ground_truth_users": ground_truth_dir / "users.parquet",
+        "ground_truth_items": ground_truth_dir / "items.parquet",
+    }
+    defects: dict[str, int] = {}
+    if dirty != "none":
+        document = generate_dirty.manifest(dirty, file_format, gzip, planted)
+        staged = manifest_path.with_name(manifest_path.name + ".tmp")
+        staged.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        os.replace(staged, manifest_path)
+        paths["dirty_manifest"] = manifest_path
+        defects = document["totals"]
+    elif manifest_path.exists():
+        manifest_path.unlink()  # a clean run must not leave an earlier run's defects on record
 
     return GenerateSummary(
         users=int(users),
         items=item_count,
         events=sum(events_per_day.values()),
         events_per_day=events_per_day,
-        paths={
-            "events": landing_dir / "events",
-            "users": landing_dir / "users" / "users.jsonl",
-            "items": landing_dir / "items" / "items.jsonl",
-            "ground_truth_users": ground_truth_dir / "users.parquet",
-            "ground_truth_items": ground_truth_dir / "items.parquet",
-        },
+        paths=paths,
         seed=int(seed),
         start_date=start_date,
         days=int(days),
+        file_format=file_format,
+        gzip=bool(gzip),
+        dirty=dirty,
+        defects=defects,
     )
+
+
+def _day_edges(
+    rng: np.random.Generator, day_events: dict[str, pa.Array], population: "_Population"
+) -> dict[str, pa.Array]:
+    """The day's social edges: every share event shares to someone, and a few active users follow someone.
+
+    An edge takes the time of the event behind it (the user's first event of the day for a follow),
+    and never points at its own source.
+    """
+    users = fragment_values(day_events["user_id"]).to_numpy(zero_copy_only=False)
+    ts = fragment_values(day_events["ts"]).to_numpy(zero_copy_only=False)
+    kinds = fragment_values(day_events["event_type"]).to_numpy(zero_copy_only=False)
+    shares = np.flatnonzero(kinds == "share")
+    _, first = np.unique(users, return_index=True)
+    follows = np.sort(first[rng.random(len(first)) < _FOLLOW_CHANCE])
+    rows = np.concatenate([follows, shares]).astype(np.int64)
+    edge_type = np.array(["follow"] * len(follows) + ["share_to"] * len(shares), dtype=object)
+    order = np.argsort(rows, kind="stable")  # event order, which is time order
+    rows, edge_type = rows[order], edge_type[order]
+    n_users = len(population.user_ids)
+    source = np.searchsorted(population.user_ids, users[rows]) if len(rows) else np.zeros(0, np.int64)
+    # Any other user: a draw over n - 1 users, shifted past the source.
+    target = rng.integers(0, max(n_users - 1, 1), size=len(rows))
+    target = np.where(target >= source, target + 1, target) % max(n_users, 1)
+    keep = target != source  # only a one-user world has nobody else to point at
+    return {
+        "src_user_id": _json_text(users[rows][keep].astype(object)),
+        "dst_user_id": _json_text(population.user_ids[target[keep]]),
+        "edge_type": _json_text(edge_type[keep]),
+        "ts": _json_text(ts[rows][keep].astype(object)),
+    }
+
+
+def _dirty_day(
+    rng: np.random.Generator,
+    day_events: dict[str, pa.Array],
+    level: str,
+    file_format: str,
+    population: "_Population",
+    catalog: "_Catalog",
+    day: int,
+    event_date: dt.date,
+    seed: int,
+) -> tuple[dict[str, pa.Array], Any]:
+    """Plant the level's defects into one day's events (JSON fragments in, JSON fragments out)."""
+    from jobs import generate_dirty
+
+    values = {name: fragment_values(fragments).to_numpy(zero_copy_only=False).astype(object)
+              for name, fragments in day_events.items()}
+    context = generate_dirty.DayContext(
+        day=day,
+        event_date=event_date,
+        user_ids=population.user_ids,
+        item_ids=catalog.item_ids,
+        item_prices=catalog.price,
+        event_ids_for=lambda keys: fragment_values(_json_hex_ids("e", _mix48(keys, _salt(seed, 1)))).to_pylist(),
+        session_ids_for=lambda keys: fragment_values(_json_hex_ids("s", _mix48(keys, _salt(seed, 2)))).to_pylist(),
+    )
+    dirty_values, planted = generate_dirty.inject(rng, values, level, file_format, context)
+    fragments = {name: value_fragments(name, pa.array(column, pa.string())) for name, column in dirty_values.items()}
+    return fragments, planted
 
 
 # --- arguments -----------------------------------------------------------------------
@@ -447,10 +570,21 @@ def _check_arguments(
     return int(items)
 
 
+def _check_output_options(dirty: object, file_format: object, compress: object) -> None:
+    from jobs.generate_dirty import DIRTY_LEVELS
+
+    if dirty not in DIRTY_LEVELS:
+        raise GenerateArgumentError(f"dirty must be one of {', '.join(DIRTY_LEVELS)}, got {dirty!r}")
+    if file_format not in FILE_FORMATS:
+        raise GenerateArgumentError(f"file_format must be one of {', '.join(FILE_FORMATS)}, got {file_format!r}")
+    if compress and file_format == "parquet":
+        raise GenerateArgumentError("gzip applies to jsonl and csv; Parquet files are compressed inside")
+
+
 def _check_folders(landing_dir: Path, ground_truth_dir: Path) -> None:
     """The landing subfolders are deleted on every run; the ground truth must not live there."""
     truth = ground_truth_dir.resolve()
-    for folder in ("events", "users", "items", _STAGING):
+    for folder in (*_REPLACED_FOLDERS, _STAGING):
         replaced = (landing_dir / folder).resolve()
         if truth == replaced or replaced in truth.parents:
             raise GenerateArgumentError(
@@ -572,13 +706,32 @@ def _json_hex_ids(prefix: str, values: np.ndarray) -> pa.Array:
     return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(codes.tobytes()))
 
 
-def _write_jsonl(path: Path, fields: dict[str, pa.Array]) -> int:
-    """One JSON object per line with keys in `fields` order; returns the number of lines."""
+def _row_count(path: Path, fields: dict[str, pa.Array]) -> int:
     rows = {len(fragments) for fragments in fields.values()}
     if len(rows) != 1:
         raise ValueError(f"columns for {path} differ in length: {sorted(rows)}")
-    (count,) = rows
-    with open(path, "wb") as out:
+    return rows.pop()
+
+
+@contextlib.contextmanager
+def _open_output(path: Path, compress: bool) -> Iterator[Any]:
+    """A binary file, gzip-compressed when asked; gzip gets no name or time, so bytes are reproducible."""
+    with open(path, "wb") as raw:
+        if not compress:
+            yield raw
+            return
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as packed:
+            yield packed
+
+
+def _write_jsonl(path: Path, fields: dict[str, pa.Array], compress: bool = False,
+                 line_defects: dict[int, str] | None = None) -> int:
+    """One JSON object per line with keys in `fields` order; returns the number of lines.
+
+    `line_defects` (row number -> defect kind) breaks those lines on the way out (--dirty).
+    """
+    count = _row_count(path, fields)
+    with _open_output(path, compress) as out:
         for start in range(0, count, _JSON_CHUNK_ROWS):
             parts: list[Any] = []
             for number, (key, fragments) in enumerate(fields.items()):
@@ -587,10 +740,90 @@ def _write_jsonl(path: Path, fields: dict[str, pa.Array]) -> int:
             lines = pc.binary_join_element_wise(*parts, "}\n", "")
             if lines.null_count:
                 raise ValueError(f"a null fragment reached {path}; every column must encode nulls as null")
-            # pa.array() chunks large inputs, so the joined lines may come in pieces.
-            for piece in lines.chunks if isinstance(lines, pa.ChunkedArray) else [lines]:
-                out.write(_string_bytes(piece))
+            _write_lines(out, lines, start, line_defects)
     return count
+
+
+def _write_lines(out, lines: pa.Array | pa.ChunkedArray, start: int, line_defects: dict[int, str] | None) -> None:
+    """Write newline-terminated lines, rows `start`...; lines named in `line_defects` are broken first."""
+    # pa.array() chunks large inputs, so the joined lines may come in pieces.
+    for piece in lines.chunks if isinstance(lines, pa.ChunkedArray) else [lines]:
+        hit = [row for row in (line_defects or {}) if start <= row < start + len(piece)]
+        if not hit:
+            out.write(_string_bytes(piece))
+        else:
+            from jobs.generate_dirty import break_line
+
+            text = piece.to_pylist()
+            for row in hit:
+                text[row - start] = break_line(line_defects[row], text[row - start][:-1]) + b"\n"
+            out.write(b"".join(t if isinstance(t, bytes) else t.encode("utf-8") for t in text))
+        start += len(piece)
+
+
+# Columns that are numbers in every format (text elsewhere): CSV leaves them bare, Parquet types them.
+_NUMERIC_COLUMNS = {"price": pa.float64(), "quantity": pa.int64(), "rating": pa.int64(), "age": pa.int64()}
+
+
+def fragment_values(fragments: pa.Array) -> pa.Array:
+    """Plain values from JSON fragments: strings unquoted and unescaped, numbers as their text, null as null."""
+    fragments = fragments.combine_chunks() if isinstance(fragments, pa.ChunkedArray) else fragments
+    quoted = pc.starts_with(fragments, '"')
+    inner = pc.replace_substring_regex(pc.utf8_slice_codeunits(fragments, 1, -1), r"\\(.)", r"\1")
+    values = pc.if_else(quoted, inner, fragments)
+    return pc.if_else(pc.equal(fragments, _NULL), pa.scalar(None, pa.string()), values)
+
+
+def value_fragments(name: str, values: pa.Array) -> pa.Array:
+    """JSON fragments of plain values (the inverse of fragment_values for our columns)."""
+    if name in _NUMERIC_COLUMNS:
+        return pc.fill_null(values, _NULL)
+    return _json_text(values)
+
+
+def _csv_cells(values: pa.Array) -> pa.Array:
+    """RFC 4180 cells: quoted (with doubled quotes) when they hold a comma, quote or line end; NULL is empty."""
+    needs_quotes = pc.match_substring_regex(values, '[,"\r\n]')
+    quoted = pc.binary_join_element_wise('"', pc.replace_substring(values, '"', '""'), '"', "")
+    return pc.fill_null(pc.if_else(needs_quotes, quoted, values), "")
+
+
+def _write_csv(path: Path, fields: dict[str, pa.Array], compress: bool = False,
+               line_defects: dict[int, str] | None = None) -> int:
+    """A header row, then one row per record; returns the number of records (the header not counted)."""
+    count = _row_count(path, fields)
+    with _open_output(path, compress) as out:
+        out.write((",".join(fields) + "\n").encode("utf-8"))
+        for start in range(0, count, _JSON_CHUNK_ROWS):
+            cells = [_csv_cells(fragment_values(f.slice(start, _JSON_CHUNK_ROWS))) for f in fields.values()]
+            lines = pc.binary_join_element_wise(pc.binary_join_element_wise(*cells, ","), "", "\n")
+            _write_lines(out, lines, start, line_defects)
+    return count
+
+
+def _write_parquet_records(path: Path, fields: dict[str, pa.Array]) -> int:
+    """Typed columns: numbers as numbers, everything else as strings (timestamps stay ISO text)."""
+    count = _row_count(path, fields)
+    columns = {}
+    for name, fragments in fields.items():
+        values = fragment_values(fragments)
+        columns[name] = pc.cast(values, _NUMERIC_COLUMNS[name]) if name in _NUMERIC_COLUMNS else values
+    _write_parquet(pa.table(columns), path)
+    return count
+
+
+def write_records(stem: Path, fields: dict[str, pa.Array], file_format: str = "jsonl", compress: bool = False,
+                  line_defects: dict[int, str] | None = None) -> tuple[Path, int]:
+    """Write JSON-fragment columns as `stem`.jsonl / .csv / .parquet (+ .gz); returns (path, records)."""
+    suffix = {"jsonl": ".jsonl", "csv": ".csv", "parquet": ".parquet"}[file_format] + (".gz" if compress else "")
+    path = stem.with_name(stem.name + suffix)
+    if file_format == "jsonl":
+        return path, _write_jsonl(path, fields, compress, line_defects)
+    if file_format == "csv":
+        return path, _write_csv(path, fields, compress, line_defects)
+    if line_defects:
+        raise ValueError(f"{path}: Parquet rows are typed, so line defects cannot be written into them")
+    return path, _write_parquet_records(path, fields)
 
 
 def _string_bytes(strings: pa.StringArray) -> memoryview:

@@ -35,19 +35,19 @@ def test_parse_types_good_lines_and_names_the_reason_for_bad_ones(spark):
 
 def test_type_events_converts_offsets_to_utc_and_rejects_with_reasons(spark):
     df = spark.createDataFrame(
-        [("e1", "u1", "view", "2026-11-03T10:00:00+08:00", 1.0, None),
-         ("e2", "u1", "teleport", "2026-11-03T10:00:00+08:00", 1.0, None),
-         ("e3", "u1", "view", "not a time", 1.0, None),
-         ("e4", None, "view", "2026-11-03T10:00:00Z", 1.0, None),
-         ("e5", "u1", "purchase", "2026-11-03T01:00:00-05:00", -3.0, 1),
-         ("e6", "u1", "purchase", "2026-11-03T01:00:00-05:00", 3.0, 0)],
-        "event_id string, user_id string, event_type string, ts string, price double, quantity long",
+        [("e1", "u1", "view", "i1", "2026-11-03T10:00:00+08:00", 1.0, None),
+         ("e2", "u1", "teleport", "i1", "2026-11-03T10:00:00+08:00", 1.0, None),
+         ("e3", "u1", "view", "i1", "not a time", 1.0, None),
+         ("e4", None, "view", "i1", "2026-11-03T10:00:00Z", 1.0, None),
+         ("e5", "u1", "purchase", "i1", "2026-11-03T01:00:00-05:00", -3.0, 1),
+         ("e6", "u1", "purchase", "i1", "2026-11-03T01:00:00-05:00", 3.0, 0)],
+        "event_id string, user_id string, event_type string, item_id string, ts string, price double, quantity long",
     )
     rows = {r["event_id"]: r for r in transform_type_events(df).collect()}
     assert rows["e1"]["ts"] == dt.datetime(2026, 11, 3, 2, 0, 0)  # session time zone is UTC
     assert rows["e1"]["_reject_reason"] is None
     assert [rows[e]["_reject_reason"] for e in ("e2", "e3", "e4", "e5", "e6")] == [
-        "unknown_event_type", "bad_timestamp", "missing_user_id", "negative_price", "bad_quantity"]
+        "unknown_event_type", "bad_timestamp", "missing_user_id", "price_out_of_range", "quantity_out_of_range"]
 
 
 def test_dedupe_keeps_the_first_ingested_copy(spark):

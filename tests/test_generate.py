@@ -402,3 +402,63 @@ def test_ground_truth_inside_a_replaced_folder_is_refused(tmp_path):
     with pytest.raises(ValueError, match="which every run replaces"):
         generate(tmp_path / "landing", tmp_path / "landing" / "events" / "truth",
                  users=5, days=1, seed=1, start_date=START)
+
+
+# --- file formats (--format, --gzip) -------------------------------------------------------
+
+
+def test_gzip_holds_the_same_bytes_as_plain_json_lines(tmp_path):
+    import gzip
+
+    _run(tmp_path / "plain")
+    packed = _run(tmp_path / "packed", gzip=True)
+    for relative in ("events/event_date=2026-11-01/events-00000.jsonl", "users/users.jsonl", "items/items.jsonl"):
+        plain = (tmp_path / "plain" / "landing" / relative).read_bytes()
+        assert gzip.decompress((tmp_path / "packed" / "landing" / (relative + ".gz")).read_bytes()) == plain
+    assert packed.paths["users"].name == "users.jsonl.gz" and packed.gzip
+
+
+@pytest.mark.parametrize("file_format", ["csv", "parquet"])
+def test_csv_and_parquet_hold_the_same_records_as_json_lines(tmp_path, file_format):
+    import csv
+
+    import pyarrow.parquet as pq
+
+    _run(tmp_path / "jsonl")
+    summary = _run(tmp_path / file_format, file_format=file_format)
+    assert summary.file_format == file_format
+    for relative, columns in (("events/event_date=2026-11-02/events-00000", EVENT_COLUMNS),
+                              ("users/users", USER_COLUMNS), ("items/items", ITEM_COLUMNS)):
+        expected = [{k: v for k, v in r.items() if k != "__keys__"}
+                    for r in _read_lines(tmp_path / "jsonl" / "landing" / f"{relative}.jsonl")]
+        path = tmp_path / file_format / "landing" / f"{relative}.{file_format}"
+        if file_format == "parquet":
+            got = pq.read_table(path).to_pylist()
+        else:
+            with open(path, newline="", encoding="utf-8") as handle:
+                rows = list(csv.reader(handle))
+            assert tuple(rows[0]) == columns
+            numbers = {"price": float, "quantity": int, "rating": int, "age": int}
+            got = [{k: (numbers.get(k, str)(v) if v != "" else None) for k, v in zip(rows[0], row, strict=True)}
+                   for row in rows[1:]]
+        assert got == expected, relative
+        assert len(got) > 0
+
+
+def test_social_edges_point_between_known_users_and_follow_share_events(tmp_path):
+    summary = _run(tmp_path, users=200, social_edges=True)
+    users = {u["user_id"] for u in _read_lines(tmp_path / "landing" / "users" / "users.jsonl")}
+    kinds = Counter()
+    for day in ("2026-11-01", "2026-11-02"):
+        edges = _read_lines(tmp_path / "landing" / "social_edges" / f"event_date={day}" / "edges-00000.jsonl")
+        events = _read_lines(tmp_path / "landing" / "events" / f"event_date={day}" / "events-00000.jsonl")
+        shares = [(e["user_id"], e["ts"]) for e in events if e["event_type"] == "share"]
+        assert [(e["src_user_id"], e["ts"]) for e in edges if e["edge_type"] == "share_to"] == shares
+        assert all(e["__keys__"] == ("src_user_id", "dst_user_id", "edge_type", "ts") for e in edges)
+        assert all(e["src_user_id"] in users and e["dst_user_id"] in users and e["src_user_id"] != e["dst_user_id"]
+                   for e in edges)
+        kinds.update(e["edge_type"] for e in edges)
+    assert set(kinds) == {"follow", "share_to"}
+    assert summary.paths["social_edges"] == tmp_path / "landing" / "social_edges"
+    _run(tmp_path, users=200)  # a run without edges leaves none stale
+    assert not (tmp_path / "landing" / "social_edges").exists()

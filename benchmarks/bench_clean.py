@@ -1,0 +1,291 @@
+"""Benchmark collect (and, once wired, clean) against DuckDB doing the same reading, de-duplication and typing.
+
+Usage:
+  .venv/bin/python benchmarks/bench_clean.py                       # 1M and 10M events (10M takes a while)
+  .venv/bin/python benchmarks/bench_clean.py --events 1000000 --out bench_clean.json
+  .venv/bin/python benchmarks/bench_clean.py --events 200000 --format csv --gzip
+
+For each size it generates a landing zone (jobs.generate, `--days` day files), then runs each engine in
+its own child process while sampling the memory of that process and all its children (the Spark driver,
+its JVM and Python workers; DuckDB's process), so peak memory is per engine:
+
+- spark collect: jobs.collect.run over every day (collect_days = --days), the profile's Spark settings
+  (PORTRAIT_ENV, default local: local[2], driver 3g); seconds are the step alone, without Spark's start.
+- duckdb: read the same files, drop duplicate event_ids, type ts/price/quantity/rating, write Parquet,
+  with as many threads as Spark has cores.
+- spark clean: the hook `clean_step` below (jobs.clean over what collect wrote); `--steps collect` skips it.
+
+Prints one table and, with --out, writes the figures as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+START = dt.date(2026, 11, 1)
+EVENTS_PER_USER_DAY = 9.2  # what the generator draws on average (bench_generate.py)
+DEFAULT_SIZES = "1000000,10000000"
+
+
+# --------------------------------------------------------------------------------------------------
+# Child processes: each engine runs alone in one, so its memory is its own.
+
+
+def _child_environment(workdir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "PORTRAIT__LANDING_ZONE": str(workdir / "landing"),
+        "PORTRAIT__LAKEHOUSE_ROOT": str(workdir / "lakehouse"),
+        "PORTRAIT__GROUND_TRUTH_DIR": str(workdir / "ground_truth"),
+        "PORTRAIT_HMAC_KEY": env.get("PORTRAIT_HMAC_KEY", "bench-key-0123456789abcdef"),
+    })
+    return env
+
+
+def child_spark_collect(days: int) -> dict[str, Any]:
+    from jobs import collect
+    from jobs.common.config import load_config
+    from jobs.common.spark import build_spark
+
+    cfg = load_config()
+    started = time.perf_counter()
+    spark = build_spark(cfg, app_suffix="bench")
+    spark_start = time.perf_counter() - started
+    last = START + dt.timedelta(days=days - 1)
+    started = time.perf_counter()
+    result = collect.run(spark, cfg, last, collect_days=days)
+    seconds = time.perf_counter() - started
+    events = next(t for t in result.tables if t.table == "bronze.events")
+    spark.stop()
+    return {"seconds": seconds, "spark_start_seconds": spark_start, "rows": events.rows_in,
+            "rows_out": events.rows_out, "quarantined": events.quarantined_total}
+
+
+def clean_step(days: int) -> dict[str, Any] | None:
+    """HOOK (clean side, issue 4): run jobs.clean over the bronze tables that collect just wrote.
+
+    Return {"seconds": ..., "rows": rows_in, ...} like child_spark_collect, measured the same way
+    (Spark started before the clock). Until the clean step is wired in here it returns None and the
+    table says so.
+    """
+    from jobs import clean
+    from jobs.common.config import load_config
+    from jobs.common.spark import build_spark
+
+    cfg = load_config()
+    started = time.perf_counter()
+    spark = build_spark(cfg, app_suffix="bench")
+    spark_start = time.perf_counter() - started
+    last = START + dt.timedelta(days=days - 1)
+    started = time.perf_counter()
+    result = clean.run(spark, cfg, last, collect_days=days)
+    seconds = time.perf_counter() - started
+    events = next(t for t in result.tables if t.table == "silver.events")
+    spark.stop()
+    return {"seconds": seconds, "spark_start_seconds": spark_start, "rows": events.rows_in,
+            "rows_out": events.rows_out, "duplicates": events.duplicates, "quarantined": events.quarantined_total}
+
+
+def child_spark_clean(days: int) -> dict[str, Any] | None:
+    return clean_step(days)
+
+
+def child_duckdb(landing: Path, file_format: str, threads: int, out: Path) -> dict[str, Any]:
+    import duckdb
+
+    pattern = str(landing / "events" / "*" / "*")
+    columns = ("event_id", "user_id", "session_id", "event_type", "item_id", "ts", "price", "quantity", "query",
+               "review_text", "rating", "device", "channel", "geo")
+    as_text = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in columns) + "}"
+    if file_format == "jsonl":
+        source = f"read_json('{pattern}', format = 'newline_delimited', columns = {as_text}, ignore_errors = true)"
+    elif file_format == "csv":
+        source = f"read_csv('{pattern}', header = true, columns = {as_text}, ignore_errors = true)"
+    else:
+        source = f"read_parquet('{pattern}')"
+    typed = ", ".join(
+        f"try_cast({c} AS TIMESTAMPTZ) AS {c}" if c == "ts"
+        else f"try_cast({c} AS DOUBLE) AS {c}" if c == "price"
+        else f"try_cast({c} AS BIGINT) AS {c}" if c in ("quantity", "rating")
+        else c
+        for c in columns)
+    connection = duckdb.connect()
+    connection.execute(f"SET threads = {threads}")
+    connection.execute("SET TimeZone = 'UTC'")
+    started = time.perf_counter()
+    connection.execute(
+        f"COPY (SELECT {typed} FROM {source} WHERE event_id IS NOT NULL "
+        f"QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY ts, user_id) = 1) "
+        f"TO '{out}' (FORMAT parquet)")
+    seconds = time.perf_counter() - started
+    rows_out = connection.execute(f"SELECT count(*) FROM read_parquet('{out}')").fetchone()[0]
+    rows_in = connection.execute(f"SELECT count(*) FROM {source}").fetchone()[0]
+    return {"seconds": seconds, "rows": rows_in, "rows_out": rows_out}
+
+
+# --------------------------------------------------------------------------------------------------
+# The parent: generate, run each child, sample its memory.
+
+
+def _tree_rss(process) -> int:
+    import psutil
+
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            total += member.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def _run_child(args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """Run this script as a child with `args`; returns its JSON answer plus peak_rss_mib of its process tree."""
+    import psutil
+
+    command = [sys.executable, __file__, "--child", *args]
+    print(f"  running {args[0]} ...", file=sys.stderr, flush=True)
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    handle = psutil.Process(child.pid)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            try:
+                peak = max(peak, _tree_rss(handle))
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = child.communicate()
+    done.set()
+    sampler.join()
+    if child.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed (exit {child.returncode}):\n{stderr[-4000:]}")
+    answer = json.loads(stdout.strip().splitlines()[-1])
+    if answer is not None:
+        answer["peak_rss_mib"] = round(peak / 2**20)
+    print(f"  {args[0]}: {json.dumps(answer)}", file=sys.stderr, flush=True)
+    return answer
+
+
+def _spark_cores() -> int:
+    from jobs.common.config import load_config
+
+    master = str(load_config().get("spark.master"))
+    if master.startswith("local[") and master[6:-1].isdigit():
+        return int(master[6:-1])
+    return os.cpu_count() or 1
+
+
+def bench_size(events: int, days: int, file_format: str, compress: bool, workdir: Path,
+               steps: tuple[str, ...] = ("collect", "clean")) -> dict[str, Any]:
+    from jobs.generate import generate
+
+    users = max(1, math.ceil(events / (days * EVENTS_PER_USER_DAY)))
+    started = time.perf_counter()
+    summary = generate(workdir / "landing", workdir / "ground_truth", users=users, days=days, seed=1,
+                       start_date=START, file_format=file_format, gzip=compress)
+    landing_bytes = sum(p.stat().st_size for p in (workdir / "landing" / "events").rglob("*") if p.is_file())
+    row: dict[str, Any] = {
+        "events_target": events, "events": summary.events, "users": users, "days": days, "format": file_format,
+        "gzip": compress, "landing_mib": round(landing_bytes / 2**20), "generate_seconds":
+            round(time.perf_counter() - started, 1),
+    }
+    env = _child_environment(workdir)
+    row["spark_collect"] = _run_child(["spark_collect", str(days)], env)
+    row["spark_clean"] = _run_child(["spark_clean", str(days)], env) if "clean" in steps else None
+    row["duckdb"] = _run_child(["duckdb", str(workdir / "landing"), file_format, str(_spark_cores()),
+                                str(workdir / "duckdb.parquet")], env)
+    for engine in ("spark_collect", "spark_clean", "duckdb"):
+        figures = row[engine]
+        if figures:
+            figures["events_per_s"] = round(figures["rows"] / figures["seconds"]) if figures["seconds"] else None
+            figures["seconds"] = round(figures["seconds"], 1)
+    collect, duck = row["spark_collect"], row["duckdb"]
+    row["duckdb_vs_spark_collect"] = round(duck["events_per_s"] / collect["events_per_s"], 1)
+    return row
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| events | format | engine | seconds | events/s | peak RSS (MiB) | note |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        fmt = row["format"] + (".gz" if row["gzip"] else "")
+        for engine, label in (("spark_collect", "Spark collect"), ("spark_clean", "Spark clean"),
+                              ("duckdb", "DuckDB read+dedupe+type")):
+            figures = row.get(engine)
+            if not figures:
+                lines.append(f"| {row['events']:,} | {fmt} | {label} | – | – | – | not measured in this run |")
+                continue
+            note = (f"Spark start {figures['spark_start_seconds']:.0f} s not counted"
+                    if "spark_start_seconds" in figures else f"{row['duckdb_vs_spark_collect']}× Spark collect")
+            lines.append(f"| {row['events']:,} | {fmt} | {label} | {figures['seconds']} | {figures['events_per_s']:,} "
+                         f"| {figures['peak_rss_mib']:,} | {note} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        kind, *rest = argv[1:]
+        if kind == "spark_collect":
+            answer = child_spark_collect(int(rest[0]))
+        elif kind == "spark_clean":
+            answer = child_spark_clean(int(rest[0]))
+        else:
+            answer = child_duckdb(Path(rest[0]), rest[1], int(rest[2]), Path(rest[3]))
+        print(json.dumps(answer))
+        return
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", default=DEFAULT_SIZES, help=f"comma-separated sizes (default {DEFAULT_SIZES})")
+    parser.add_argument("--days", type=int, default=5, help="day files the events are spread over (default 5)")
+    parser.add_argument("--format", dest="file_format", default="jsonl", choices=("jsonl", "csv", "parquet"))
+    parser.add_argument("--gzip", action="store_true", help="gzip the landing files")
+    parser.add_argument("--steps", default="collect,clean",
+                        help="Spark steps to time: collect,clean (default) or collect (DuckDB always runs)")
+    parser.add_argument("--workdir", default=None, help="where to put the data (default: a temporary folder)")
+    parser.add_argument("--out", default=None, help="also write the figures as JSON here")
+    args = parser.parse_args(argv)
+
+    rows = []
+    root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_clean_"))
+    try:
+        for size in (int(s) for s in args.events.split(",")):
+            workdir = root / f"events_{size}"
+            if workdir.exists():
+                shutil.rmtree(workdir)
+            workdir.mkdir(parents=True)
+            try:
+                row = bench_size(size, args.days, args.file_format, args.gzip, workdir, tuple(args.steps.split(",")))
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(root, ignore_errors=True)
+    print(_table(rows))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"machine": {"cpus": os.cpu_count()}, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
