@@ -1,144 +1,341 @@
-"""Features: silver to gold. One point-in-time feature vector per user and per item for an as-of date."""
+"""Features: silver to gold. One point-in-time feature vector per user and per item for an as-of date.
+
+The user vector of day D is made from gold.user_feature_state (window totals and decayed sums, see
+jobs/feature_state.py), which is either continued from D-1 (incremental, the default) or recomputed
+from the 90-day window (full). docs/features.md defines every column, its window and its null rule.
+
+Backfill a range in one command (each day continues the day before; the first falls back to full
+when its previous state is missing):
+
+    python -m jobs.features --start 2026-11-01 --end 2026-11-14 [--mode full|incremental]
+"""
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
+import json
+import logging
 from typing import TYPE_CHECKING
 
 from jobs.common.audit import write_audit
 from jobs.common.config import Config
-from jobs.common.delta import read_table, replace_dates
+from jobs.common.delta import read_table, replace_dates, table_exists
+from jobs.common.errors import ConfigError, InputDataError
 from jobs.common.step import StepResult, TableCount
 from jobs.common.taxonomy import TOP_LEVEL
+from jobs.feature_state import (  # noqa: F401  (EVENT_WEIGHTS is re-exported: readers import it from here)
+    CHANNELS, DAYPARTS, DEVICES, EVENT_TYPES, EVENT_WEIGHTS, LONGEST_WINDOW, FeatureParams,
+    conform_events, known_at, transform_full_state, transform_incremental_state,
+)
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
-FEATURE_VERSION = "1"
+log = logging.getLogger("portrait.features")
 
-# How much one event says about interest in its item's category.
-EVENT_WEIGHTS = {
-    "view": 1.0, "click": 2.0, "add_to_cart": 3.0, "remove_from_cart": 0.5, "purchase": 5.0,
-    "review": 2.0, "rating": 1.0, "share": 2.0,
+FEATURE_VERSION = "2"
+MODES = ("incremental", "full")
+
+# Event type -> the plural used in count names (n_views_30d, n_carts_7d, ...).
+PLURALS = {
+    "view": "views", "click": "clicks", "add_to_cart": "carts", "remove_from_cart": "cart_removals",
+    "purchase": "purchases", "search": "searches", "review": "reviews", "rating": "ratings", "share": "shares",
 }
+COUNT_WINDOWS = (1, 7, 30, 90)
+# Rates: name -> (numerator event type, denominator event type); 0 when the denominator is 0.
+RATES = {
+    "click_rate": ("click", "view"), "cart_rate": ("add_to_cart", "view"),
+    "conversion": ("purchase", "view"), "cart_conversion": ("purchase", "add_to_cart"),
+}
+# Where price_percentile_90d falls: below 1/3 budget, above 2/3 premium, else mid.
+PRICE_BAND_CUTS = (1 / 3, 2 / 3)
 
-# The numeric part of the vector, in model input order; docs/features.md defines each one.
-NUMERIC_FEATURES = (
+_LEGACY = (  # the version-1 vector, first and in its order, so older readers keep their columns
     "n_events_7d", "n_events_30d", "n_views_30d", "n_clicks_30d", "n_carts_30d", "n_purchases_30d",
     "n_searches_30d", "active_days_30d", "recency_days", "n_purchases_90d", "monetary_90d",
     "avg_purchase_price_90d", "conversion_30d", "avg_rating", "price_index",
 )
 
 
-def _window(events: "DataFrame", as_of: dt.date, days: int) -> "DataFrame":
+def _numeric_features() -> tuple[str, ...]:
+    names = list(_LEGACY)
+    names += [f"n_events_{w}d" for w in COUNT_WINDOWS]
+    names += [f"n_{PLURALS[t]}_{w}d" for t in EVENT_TYPES for w in COUNT_WINDOWS]
+    names += [f"{rate}_{w}d" for rate in RATES for w in COUNT_WINDOWS]
+    names += ["active_days_7d", "active_days_90d", "n_sessions_7d", "n_sessions_30d",
+              "avg_session_events_30d", "avg_session_minutes_30d"]
+    names += [f"{part}_share_30d" for part, _, _ in DAYPARTS] + ["weekend_share_30d"]
+    names += [f"device_{d}_share_30d" for d in DEVICES] + [f"channel_{c}_share_30d" for c in CHANNELS]
+    names += ["purchase_recency_days", "price_percentile_90d", "review_sentiment_90d", "negative_review_share_90d",
+              "tenure_days", "social_degree"]
+    return tuple(dict.fromkeys(names))
+
+
+# The numeric part of the vector, in model input order (ml/dataset.py reads it); every one is a double.
+NUMERIC_FEATURES: tuple[str, ...] = _numeric_features()
+# Category affinities, one double column per top-level category in TOP_LEVEL order, summing to 1 (or all 0).
+AFFINITY_FEATURES: tuple[str, ...] = tuple(f"affinity_{c}" for c in TOP_LEVEL)
+# Array and map-like columns: ranked lists and the search-intent distribution.
+BRAND_FEATURES = ("top_brands",)             # array<struct<brand string, score double>>, strongest first
+KEYWORD_FEATURES = ("search_keywords", "review_keywords")  # array<string>, most frequent first
+INTENT_FEATURES = ("search_intent",)         # array<double> over TOP_LEVEL, summing to 1 (or all 0)
+ARRAY_FEATURES = ("category_affinity", *INTENT_FEATURES)
+CATEGORICAL_FEATURES = ("age_band", "gender", "occupation", "city", "price_band", "top_search_intent")
+USER_FEATURE_COLUMNS: tuple[str, ...] = (
+    "user_key", *CATEGORICAL_FEATURES, *NUMERIC_FEATURES, *AFFINITY_FEATURES, "category_affinity",
+    *INTENT_FEATURES, *BRAND_FEATURES, *KEYWORD_FEATURES, "as_of_date", "feature_version",
+)
+
+
+# --- configuration --------------------------------------------------------------------------------
+
+
+def feature_params(cfg: Config) -> FeatureParams:
+    window = int(cfg.get("pipeline.feature_window_days", LONGEST_WINDOW))
+    if window != LONGEST_WINDOW:
+        raise ConfigError(
+            f"pipeline.feature_window_days is {window}, but the feature windows are fixed at 1/7/30/{LONGEST_WINDOW} "
+            f"days (their names carry them); set it to {LONGEST_WINDOW}"
+        )
+    half_life = cfg.get("features.affinity_half_life_days", cfg.get("pipeline.affinity_half_life_days", 14))
+    return FeatureParams(
+        half_life_days=float(half_life),
+        session_gap_minutes=float(cfg.get("features.session_gap_minutes", 30)),
+        local_timezone=str(cfg.get("features.local_timezone", "Asia/Shanghai")),
+        exclude_outliers=bool(cfg.get("features.exclude_outliers", False)),
+    )
+
+
+def _top_n(cfg: Config | None, key: str, default: int) -> int:
+    return int(cfg.get(f"features.{key}", default)) if cfg is not None else default
+
+
+# --- the user vector from the state ---------------------------------------------------------------
+
+
+def _ratio(numerator: "Column", denominator: "Column", default: float) -> "Column":
     from pyspark.sql import functions as F
 
-    start = as_of - dt.timedelta(days=days - 1)
-    return events.where((F.col("event_date") >= F.lit(start)) & (F.col("event_date") <= F.lit(as_of)))
+    return F.when(denominator > 0, F.try_divide(numerator, denominator)).otherwise(F.lit(default))
 
 
-def transform_user_features(
-    events: "DataFrame", users: "DataFrame", items: "DataFrame", as_of: dt.date,
-    window_days: int = 90, half_life_days: float = 14.0,
-) -> "DataFrame":
-    """Point in time: only events dated on or before `as_of` count, whatever else `events` holds."""
+def _ranked_keys(m: "Column", n: int) -> "Column":
+    """The n keys of a map<string,double> with the largest values (ties by key), as entries."""
     from pyspark.sql import functions as F
 
-    recent = _window(events, as_of, window_days).join(
-        items.select("item_id", "category", F.col("price").alias("list_price")), "item_id", "left"
-    ).withColumn("age_days", F.datediff(F.lit(as_of), F.col("event_date")))
+    def by_value_desc(left: "Column", right: "Column") -> "Column":
+        return (F.when(left["value"] > right["value"], -1).when(left["value"] < right["value"], 1)
+                .when(left["key"] < right["key"], -1).when(left["key"] > right["key"], 1).otherwise(0))
 
-    def count_if(condition) -> "F.Column":
-        return F.sum(F.when(condition, 1).otherwise(0))
+    return F.slice(F.array_sort(F.map_entries(m), by_value_desc), 1, n)
 
-    in_7 = F.col("age_days") < 7
-    in_30 = F.col("age_days") < 30
-    is_type = lambda t: F.col("event_type") == t  # noqa: E731
-    is_purchase = is_type("purchase")
-    spend = F.col("price") * F.coalesce(F.col("quantity"), F.lit(1))
 
-    category_median = items.groupBy("category").agg(F.percentile_approx("price", 0.5).alias("cat_median"))
-    priced = recent.join(category_median, "category", "left")
-    activity = priced.groupBy("user_key").agg(
-        count_if(in_7).alias("n_events_7d"),
-        count_if(in_30).alias("n_events_30d"),
-        count_if(in_30 & is_type("view")).alias("n_views_30d"),
-        count_if(in_30 & is_type("click")).alias("n_clicks_30d"),
-        count_if(in_30 & is_type("add_to_cart")).alias("n_carts_30d"),
-        count_if(in_30 & is_purchase).alias("n_purchases_30d"),
-        count_if(in_30 & is_type("search")).alias("n_searches_30d"),
-        F.countDistinct(F.when(in_30, F.col("event_date"))).alias("active_days_30d"),
-        F.min("age_days").alias("recency_days"),
-        count_if(is_purchase).alias("n_purchases_90d"),
-        F.sum(F.when(is_purchase, spend)).alias("monetary_90d"),
-        F.avg(F.when(is_purchase, F.col("price"))).alias("avg_purchase_price_90d"),
-        F.avg("rating").alias("avg_rating"),
-        # Consumption capacity: what the user pays relative to the median of the same category.
-        F.avg(F.when(is_purchase | is_type("add_to_cart"), F.try_divide(F.col("price"), F.col("cat_median")))).alias("price_index"),
-    ).withColumn(
-        "conversion_30d",
-        F.when(F.col("n_views_30d") > 0, F.col("n_purchases_30d") / F.col("n_views_30d")).otherwise(0.0),
+def _map_total(m: "Column") -> "Column":
+    from pyspark.sql import functions as F
+
+    return F.aggregate(F.map_values(m), F.lit(0.0), lambda acc, x: acc + x)
+
+
+def transform_social_degree(edges: "DataFrame", as_of: dt.date) -> "DataFrame":
+    """user_key -> distinct users linked to them by an edge (either direction) dated on or before as_of."""
+    from pyspark.sql import functions as F
+
+    known = edges.where((F.col("event_date") <= F.lit(as_of)) & F.col("src_key").isNotNull()
+                        & F.col("dst_key").isNotNull() & (F.col("src_key") != F.col("dst_key")))
+    both = known.select(F.col("src_key").alias("user_key"), F.col("dst_key").alias("other")).unionByName(
+        known.select(F.col("dst_key").alias("user_key"), F.col("src_key").alias("other")))
+    return both.groupBy("user_key").agg(F.count_distinct("other").cast("double").alias("social_degree"))
+
+
+def conform_users(users: "DataFrame") -> "DataFrame":
+    from pyspark.sql import functions as F
+
+    if "user_key" not in users.columns:
+        raise InputDataError(f"users for the features lack user_key; columns present: {', '.join(users.columns)}")
+    def text(name: str, default: str) -> "Column":
+        return F.coalesce(F.col(name) if name in users.columns else F.lit(None), F.lit(default)).cast("string").alias(name)
+
+    signup = (F.col("signup_date") if "signup_date" in users.columns else F.lit(None)).cast("date").alias("signup_date")
+    return users.select("user_key", text("age_band", "unknown"), text("gender", "U"), text("occupation", "unknown"),
+                        text("city", "unknown"), signup)
+
+
+def transform_features_from_state(state: "DataFrame", users: "DataFrame", as_of: dt.date,
+                                  social: "DataFrame | None" = None, top_brands: int = 5,
+                                  top_keywords: int = 10) -> "DataFrame":
+    """gold.user_features rows: every user of the snapshot, with the documented defaults when idle."""
+    from pyspark.sql import functions as F
+
+    joined = conform_users(users).join(state.drop("as_of_date"), "user_key", "left")
+    if social is not None:
+        joined = joined.join(social, "user_key", "left")
+    else:
+        joined = joined.withColumn("social_degree", F.lit(None).cast("double"))
+
+    # SQL text, one expression per feature: cheaper to build than ~100 trees of Column calls.
+    def s(name: str) -> str:
+        return f"coalesce({name}, 0D)"
+
+    def count(t: str, w: int) -> str:
+        return s(f"n_events__{w}") if t == "events" else s(f"n_{t}__{w}")
+
+    def ratio(numerator: str, denominator: str, default: float) -> str:
+        return f"CASE WHEN {denominator} > 0 THEN try_divide({numerator}, {denominator}) ELSE {default!r}D END"
+
+    def days_since(column: str) -> str:
+        cap = float(LONGEST_WINDOW)
+        return f"CASE WHEN {column} IS NULL THEN {cap!r}D ELSE least(CAST(datediff(DATE'{as_of}', {column}) AS DOUBLE), {cap!r}D) END"
+
+    out: dict[str, str] = {}
+    for w in COUNT_WINDOWS:
+        out[f"n_events_{w}d"] = count("events", w)
+        for t in EVENT_TYPES:
+            out[f"n_{PLURALS[t]}_{w}d"] = count(t, w)
+        for rate, (num, den) in RATES.items():
+            out[f"{rate}_{w}d"] = ratio(count(num, w), count(den, w), 0.0)
+    for w in (7, 30, 90):
+        out[f"active_days_{w}d"] = s(f"active__{w}")
+    for w in (7, 30):
+        out[f"n_sessions_{w}d"] = s(f"n_sessions__{w}")
+    out["avg_session_events_30d"] = ratio(s("n_events__30"), s("n_sessions__30"), 0.0)
+    out["avg_session_minutes_30d"] = ratio(s("session_seconds__30") + " / 60D", s("n_sessions__30"), 0.0)
+    for part, _, _ in DAYPARTS:
+        out[f"{part}_share_30d"] = ratio(s(f"n_{part}__30"), s("n_events__30"), 0.0)
+    out["weekend_share_30d"] = ratio(s("n_weekend__30"), s("n_events__30"), 0.0)
+    for d in DEVICES:
+        out[f"device_{d}_share_30d"] = ratio(s(f"n_device_{d}__30"), s("n_events__30"), 0.0)
+    for c in CHANNELS:
+        out[f"channel_{c}_share_30d"] = ratio(s(f"n_channel_{c}__30"), s("n_events__30"), 0.0)
+    out["recency_days"] = days_since("last_event_date")
+    out["purchase_recency_days"] = days_since("last_purchase_date")
+    out["monetary_90d"] = s("spend__90")
+    out["avg_purchase_price_90d"] = ratio(s("purchase_price_sum__90"), s("n_purchase_priced__90"), 0.0)
+    out["avg_rating"] = ratio(s("rating_sum__90"), s("n_rated__90"), 0.0)
+    out["price_index"] = ratio(s("price_ratio_sum__90"), s("n_price_ratio__90"), 1.0)
+    out["price_percentile_90d"] = ratio(s("price_pct_sum__90"), s("n_price_pct__90"), 0.5)
+    out["review_sentiment_90d"] = ratio(s("sentiment_sum__90"), s("n_sentiment__90"), 0.5)
+    out["negative_review_share_90d"] = ratio(s("n_negative_reviews__90"), s("n_sentiment__90"), 0.0)
+    out["tenure_days"] = f"greatest(coalesce(CAST(datediff(DATE'{as_of}', signup_date) AS DOUBLE), 0D), 0D)"
+    out["social_degree"] = s("social_degree")
+    missing = set(NUMERIC_FEATURES) - set(out)
+    if missing:  # a programming error: NUMERIC_FEATURES names a feature nothing computes
+        raise AssertionError(f"no definition for {sorted(missing)}")
+
+    empty = F.create_map().cast("map<string,double>")
+
+    def keyed(name: str) -> "Column":
+        return F.coalesce(F.col(name), empty)
+
+    # Map totals and rankings once, in their own projection: Spark keeps a projection of non-trivial
+    # expressions apart instead of copying them into every column that reads them.
+    ranked = joined.select(
+        "*",
+        _map_total(keyed("category_weight")).alias("_category_total"),
+        _map_total(keyed("intent_count")).alias("_intent_total"),
+        _map_total(keyed("brand_weight")).alias("_brand_total"),
+        _ranked_keys(keyed("intent_count"), 1).alias("_top_intent"),
+        _ranked_keys(keyed("brand_weight"), top_brands).alias("_brands"),
+        _ranked_keys(keyed("search_terms"), top_keywords).alias("_search_terms"),
+        _ranked_keys(keyed("review_terms"), top_keywords).alias("_review_terms"),
     )
 
-    weights = F.create_map(*[F.lit(x) for pair in EVENT_WEIGHTS.items() for x in pair])
-    weight = F.coalesce(F.try_element_at(weights, F.col("event_type")), F.lit(0.0))
-    decayed = recent.where(F.col("category").isin(*TOP_LEVEL)).withColumn(
-        "w", weight.cast("double") * F.pow(F.lit(0.5), F.col("age_days") / F.lit(half_life_days))
-    )
-    # Sum per (user, category), then lay the sums out in TOP_LEVEL order, normalised to sum 1.
-    per_category = decayed.groupBy("user_key", "category").agg(F.sum("w").alias("w"))
-    by_user = per_category.groupBy("user_key").agg(
-        F.map_from_entries(F.collect_list(F.struct("category", "w"))).alias("weights"), F.sum("w").alias("total")
-    )
-    top_level = F.array(*[F.lit(c) for c in TOP_LEVEL])
-    affinity = by_user.select(
-        "user_key",
-        F.transform(
-            top_level,
-            lambda c: F.when(F.col("total") > 0, F.coalesce(F.try_element_at("weights", c), F.lit(0.0)) / F.col("total"))
-            .otherwise(F.lit(0.0)),
-        ).alias("category_affinity"),
-    )
+    def share(name: str, total: str, key: str) -> "Column":
+        return F.expr(f"CASE WHEN {total} > 0 THEN coalesce(try_element_at({name}, '{key}'), 0D) / {total} ELSE 0D END")
 
-    zero_affinity = F.array(*[F.lit(0.0) for _ in TOP_LEVEL])
-    features = users.select("user_key", "age_band", "gender", "city").join(activity, "user_key", "left").join(
-        affinity, "user_key", "left"
+    pct = out["price_percentile_90d"]
+    price_band = (f"CASE WHEN {s('n_price_pct__90')} = 0 THEN 'unknown' WHEN {pct} < {PRICE_BAND_CUTS[0]!r}D THEN 'budget' "
+                  f"WHEN {pct} > {PRICE_BAND_CUTS[1]!r}D THEN 'premium' ELSE 'mid' END")
+    brand_total = F.col("_brand_total")
+    vector = ranked.select(
+        "user_key", "age_band", "gender", "occupation", "city",
+        F.expr(f"{price_band} AS price_band"),
+        F.when(F.size("_top_intent") > 0, F.col("_top_intent")[0]["key"]).alias("top_search_intent"),
+        *[F.expr(f"CAST({out[name]} AS DOUBLE) AS {name}") for name in NUMERIC_FEATURES],
+        *[share("category_weight", "_category_total", c).alias(f"affinity_{c}") for c in TOP_LEVEL],
+        F.array(*[share("intent_count", "_intent_total", c) for c in TOP_LEVEL]).alias("search_intent"),
+        F.transform("_brands", lambda e: F.struct(e["key"].alias("brand"), (e["value"] / brand_total).alias("score")))
+        .alias("top_brands"),
+        F.transform("_search_terms", lambda e: e["key"]).alias("search_keywords"),
+        F.transform("_review_terms", lambda e: e["key"]).alias("review_keywords"),
     )
-    fills = {c: 0 for c in NUMERIC_FEATURES}
-    fills.update({"recency_days": window_days, "avg_rating": 0.0, "price_index": 1.0})
-    return features.fillna(fills).select(
-        "user_key", "age_band", "gender", "city",
-        *[F.col(c).cast("double").alias(c) for c in NUMERIC_FEATURES],
-        F.coalesce("category_affinity", zero_affinity).alias("category_affinity"),
+    return vector.select(
+        "user_key", *CATEGORICAL_FEATURES, *NUMERIC_FEATURES, *AFFINITY_FEATURES,
+        F.array(*[F.col(f"affinity_{c}") for c in TOP_LEVEL]).alias("category_affinity"),
+        *INTENT_FEATURES, *BRAND_FEATURES, *KEYWORD_FEATURES,
         F.lit(as_of).alias("as_of_date"),
         F.lit(FEATURE_VERSION).alias("feature_version"),
     )
 
 
+def transform_user_features(
+    events: "DataFrame", users: "DataFrame", items: "DataFrame", as_of: dt.date,
+    window_days: int = LONGEST_WINDOW, half_life_days: float = 14.0, params: FeatureParams | None = None,
+    social: "DataFrame | None" = None,
+) -> "DataFrame":
+    """Full recomputation. Point in time: only events dated on or before `as_of` that had landed by then count."""
+    if window_days != LONGEST_WINDOW:
+        raise ConfigError(f"window_days must be {LONGEST_WINDOW}: the feature names carry their windows")
+    params = params or FeatureParams(half_life_days=half_life_days)
+    state = transform_full_state(events, items, as_of, params)
+    return transform_features_from_state(state, users, as_of, social)
+
+
+# --- item features --------------------------------------------------------------------------------
+
+ITEM_WINDOWS = (1, 7, 30)
+
+
 def transform_item_features(events: "DataFrame", items: "DataFrame", as_of: dt.date,
                             half_life_days: float = 14.0) -> "DataFrame":
-    """Popularity (decayed interactions), 30-day conversion, and the price's rank within its category."""
+    """Popularity and conversion by window, price position within the category, title words.
+
+    A 30-day scan of the events known at `as_of`; items are the snapshot passed in.
+    """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    recent = _window(events, as_of, 30).where(F.col("item_id").isNotNull()).withColumn(
-        "age_days", F.datediff(F.lit(as_of), F.col("event_date"))
-    )
+    from jobs.content import tokens_column
+
+    first = as_of - dt.timedelta(days=max(ITEM_WINDOWS) - 1)
+    recent = known_at(conform_events(events), as_of).where(
+        (F.col("event_date") >= F.lit(first)) & F.col("item_id").isNotNull()
+    ).withColumn("age_days", F.datediff(F.lit(as_of), F.col("event_date")))
+
+    def count_if(condition: "Column") -> "Column":
+        return F.sum(F.when(condition, 1).otherwise(0)).cast("long")
+
+    etype = F.col("event_type")
+    age = F.col("age_days")
     stats = recent.groupBy("item_id").agg(
-        F.sum(F.when(F.col("event_type") == "view", 1).otherwise(0)).alias("views_30d"),
-        F.sum(F.when(F.col("event_type") == "purchase", 1).otherwise(0)).alias("purchases_30d"),
-        F.sum(F.pow(F.lit(0.5), F.col("age_days") / F.lit(half_life_days))).alias("popularity"),
+        *[count_if(age < w).alias(f"n_events_{w}d") for w in ITEM_WINDOWS],
+        *[count_if((age < w) & (etype == "view")).alias(f"views_{w}d") for w in ITEM_WINDOWS],
+        *[count_if((age < w) & (etype == "add_to_cart")).alias(f"carts_{w}d") for w in ITEM_WINDOWS],
+        *[count_if((age < w) & (etype == "purchase")).alias(f"purchases_{w}d") for w in ITEM_WINDOWS],
+        F.sum(F.pow(F.lit(0.5), age / F.lit(half_life_days))).alias("popularity"),
+        F.avg("rating").alias("avg_rating_30d"),
     )
+    item_cols = [F.col(c) if c in items.columns else F.lit(None).cast("string").alias(c)
+                 for c in ("item_id", "title", "category_path", "category", "brand")]
+    base = items.select(*item_cols, F.col("price").cast("double").alias("price"))
     by_category = Window.partitionBy("category").orderBy("price")
-    return items.select("item_id", "category", "brand", "price").join(stats, "item_id", "left").fillna(
-        {"views_30d": 0, "purchases_30d": 0, "popularity": 0.0}
-    ).select(
-        "item_id", "category", "brand", "price",
-        F.col("views_30d").cast("long"), F.col("purchases_30d").cast("long"), F.col("popularity").cast("double"),
-        F.when(F.col("views_30d") > 0, F.col("purchases_30d") / F.col("views_30d")).otherwise(0.0).alias("conversion_30d"),
+    counts = [f"{kind}_{w}d" for kind in ("n_events", "views", "carts", "purchases") for w in ITEM_WINDOWS]
+    joined = base.join(stats, "item_id", "left").fillna({**{c: 0 for c in counts}, "popularity": 0.0})
+    return joined.select(
+        "item_id", "category", "category_path", "brand", "price",
+        *[F.col(c) for c in counts],
+        F.col("popularity").cast("double").alias("popularity"),
+        *[_ratio(F.col(f"purchases_{w}d").cast("double"), F.col(f"views_{w}d").cast("double"), 0.0).alias(f"conversion_{w}d")
+          for w in ITEM_WINDOWS],
+        F.col("avg_rating_30d").cast("double").alias("avg_rating_30d"),
         F.percent_rank().over(by_category).alias("price_pct_in_category"),
+        tokens_column(F.col("title")).alias("title_tokens"),
         F.lit(as_of).alias("as_of_date"),
+        F.lit(FEATURE_VERSION).alias("feature_version"),
     )
+
+
+# --- reading and running --------------------------------------------------------------------------
 
 
 def latest_snapshot(spark: "SparkSession", cfg: Config, name: str, as_of: dt.date) -> "DataFrame":
@@ -156,8 +353,6 @@ def latest_snapshot(spark: "SparkSession", cfg: Config, name: str, as_of: dt.dat
     ).collect()[0]
     chosen = bounds["newest"] or bounds["oldest"]
     if chosen is None:
-        from jobs.common.errors import InputDataError
-
         raise InputDataError(f"{name} is empty; run collect and clean first")
     snapshot = table.where(F.col("snapshot_date") == F.lit(chosen))
     if "signup_date" in snapshot.columns:
@@ -165,34 +360,149 @@ def latest_snapshot(spark: "SparkSession", cfg: Config, name: str, as_of: dt.dat
     return snapshot
 
 
-def _half_life(cfg: Config) -> float:
-    return float(cfg.get("pipeline.affinity_half_life_days", 14))
+def read_social_degree(spark: "SparkSession", cfg: Config, as_of: dt.date) -> "DataFrame | None":
+    """Social degree from silver.social_edges, or None (degree 0) while that table does not exist."""
+    if not table_exists(spark, cfg, "silver.social_edges"):
+        log.info("silver.social_edges does not exist; social_degree is 0 for %s", as_of)
+        return None
+    return transform_social_degree(read_table(spark, cfg, "silver.social_edges"), as_of)
 
 
 def build_user_features(spark: "SparkSession", cfg: Config, as_of: dt.date,
                         events: "DataFrame | None" = None, items: "DataFrame | None" = None) -> "DataFrame":
-    """User features as of a date; pass `events`/`items` when the caller already read them."""
+    """User features as of a date, fully recomputed; pass `events`/`items` when the caller already read them.
+
+    Without `items`, every event sees the item snapshot of its own day (all of silver.items is read).
+    """
     events = read_table(spark, cfg, "silver.events") if events is None else events
-    items = latest_snapshot(spark, cfg, "silver.items", as_of) if items is None else items
+    items = read_table(spark, cfg, "silver.items") if items is None else items
     users = latest_snapshot(spark, cfg, "silver.users", as_of)
-    return transform_user_features(
-        events, users, items, as_of,
-        window_days=int(cfg.get("pipeline.feature_window_days", 90)), half_life_days=_half_life(cfg),
-    )
+    state = transform_full_state(events, items, as_of, feature_params(cfg))
+    return transform_features_from_state(state, users, as_of, read_social_degree(spark, cfg, as_of),
+                                         _top_n(cfg, "top_brands", 5), _top_n(cfg, "top_keywords", 10))
 
 
-def run(spark: "SparkSession", cfg: Config, run_date: dt.date) -> StepResult:
+def previous_state(spark: "SparkSession", cfg: Config, as_of: dt.date,
+                   params: FeatureParams) -> tuple["DataFrame | None", str]:
+    """The state of the day before `as_of` if it can be continued, else (None, why not)."""
+    from pyspark.sql import functions as F
+
+    yesterday = as_of - dt.timedelta(days=1)
+    if not table_exists(spark, cfg, "gold.user_feature_state"):
+        return None, "gold.user_feature_state does not exist yet"
+    state = read_table(spark, cfg, "gold.user_feature_state").where(F.col("as_of_date") == F.lit(yesterday))
+    found = state.select("state_version").limit(1).collect()
+    if not found:
+        return None, f"no state for {yesterday}"
+    if found[0][0] != params.fingerprint():
+        return None, f"the state of {yesterday} was computed with other settings ({found[0][0]})"
+    return state, ""
+
+
+def _delete_old_state(spark: "SparkSession", cfg: Config, as_of: dt.date) -> None:
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    from jobs.common.catalog import table_path
+
+    keep = int(cfg.get("features.state_retention_days", 14))
+    if keep <= 0:
+        return
+    oldest_kept = as_of - dt.timedelta(days=keep)
+    DeltaTable.forPath(spark, table_path(cfg, "gold.user_feature_state")).delete(F.col("as_of_date") < F.lit(oldest_kept))
+
+
+def run(spark: "SparkSession", cfg: Config, run_date: dt.date, mode: str | None = None) -> StepResult:
+    """gold.user_feature_state, gold.user_features and gold.item_features for `run_date`.
+
+    mode: incremental (default, `features.mode`) continues the state of the day before and falls
+    back to full when it is missing or was computed with other settings; full recomputes the window.
+    """
+    from pyspark.sql import functions as F
+
+    mode = str(mode or cfg.get("features.mode", "incremental"))
+    if mode not in MODES:
+        raise ConfigError(f"features mode '{mode}' is unknown; use one of {', '.join(MODES)}")
+    params = feature_params(cfg)
     result = StepResult("features", run_date)
-    # Read once: both feature tables come from the same events and the same item snapshot.
     events = read_table(spark, cfg, "silver.events")
-    items = latest_snapshot(spark, cfg, "silver.items", run_date)
+    items = read_table(spark, cfg, "silver.items")
 
-    users = build_user_features(spark, cfg, run_date, events=events, items=items)
-    written = replace_dates(users, cfg, "gold.user_features", [run_date])
+    used, reason = mode, ""
+    previous = None
+    if mode == "incremental":
+        previous, reason = previous_state(spark, cfg, run_date, params)
+        if previous is None:
+            used = "full"
+            log.info("features %s: full recomputation because %s", run_date, reason)
+    cached: list = []
+    try:
+        if previous is not None:
+            state = transform_incremental_state(events, items, previous, run_date, params, cache=cached)
+        else:
+            state = transform_full_state(events, items, run_date, params, cache=cached)
+        written = replace_dates(state, cfg, "gold.user_feature_state", [run_date])
+    finally:
+        for frame in cached:
+            frame.unpersist()
+    result.tables.append(TableCount("gold.user_feature_state", written, written))
+
+    stored = read_table(spark, cfg, "gold.user_feature_state").where(F.col("as_of_date") == F.lit(run_date))
+    users = latest_snapshot(spark, cfg, "silver.users", run_date)
+    features = transform_features_from_state(
+        stored, users, run_date, read_social_degree(spark, cfg, run_date),
+        _top_n(cfg, "top_brands", 5), _top_n(cfg, "top_keywords", 10))
+    written = replace_dates(features, cfg, "gold.user_features", [run_date])
     result.tables.append(TableCount("gold.user_features", written, written))
 
-    item_features = transform_item_features(events, items, run_date, half_life_days=_half_life(cfg))
+    item_snapshot = latest_snapshot(spark, cfg, "silver.items", run_date)
+    item_features = transform_item_features(events, item_snapshot, run_date, half_life_days=params.half_life_days)
     written = replace_dates(item_features, cfg, "gold.item_features", [run_date])
     result.tables.append(TableCount("gold.item_features", written, written))
+
+    _delete_old_state(spark, cfg, run_date)
     write_audit(spark, cfg, "features", run_date, result.tables)
+    result.details.update({"mode": used, "requested_mode": mode, "feature_version": FEATURE_VERSION})
+    if reason and used != mode:
+        result.details["fallback_reason"] = reason
     return result
+
+
+def backfill(spark: "SparkSession", cfg: Config, start: dt.date, end: dt.date, mode: str | None = None) -> list[StepResult]:
+    """Run the features step for every day from start to end, oldest first.
+
+    In incremental mode each day continues the state the day before wrote, so only the first day
+    (when its previous state is missing) scans the full window.
+    """
+    if end < start:
+        raise ConfigError(f"backfill end {end} is before its start {start}")
+    results = []
+    day = start
+    while day <= end:
+        results.append(run(spark, cfg, day, mode=mode))
+        log.info("%s", results[-1].summary())
+        day += dt.timedelta(days=1)
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Backfill the features of a range of days: python -m jobs.features --start D1 --end D2 [--mode M]."""
+    from jobs.common.config import load_config
+    from jobs.common.dates import parse_date
+    from jobs.common.spark import build_spark
+
+    parser = argparse.ArgumentParser(prog="python -m jobs.features", description=main.__doc__)
+    parser.add_argument("--start", required=True, help="first as-of date, YYYY-MM-DD")
+    parser.add_argument("--end", help="last as-of date (default: --start)")
+    parser.add_argument("--mode", choices=MODES, default=None, help="default: features.mode in the profile")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    start = parse_date(args.start, "--start")
+    end = parse_date(args.end or args.start, "--end")
+    cfg = load_config()
+    results = backfill(build_spark(cfg, app_suffix="features-backfill"), cfg, start, end, args.mode)
+    print(json.dumps([r.to_dict() for r in results], default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Content features: sentiment (snownlp / vaderSentiment), keywords (jieba / English), search intent."""
+
+import pytest
+
+from jobs.common.taxonomy import CATEGORIES, TOP_LEVEL
+from jobs.content import (
+    annotate_pandas, has_cjk, intent_dictionary, normalise, search_intent, sentiment, sentiment_label, tokenize,
+)
+
+
+@pytest.mark.parametrize("text, label, low, high", [
+    ("质量很好，非常满意", "positive", 0.85, 0.90),           # snownlp: 0.872
+    ("性价比很高，推荐购买", "positive", 0.98, 1.00),          # 0.990
+    ("质量太差了，用了两天就坏了", "negative", 0.0, 0.01),     # 0.002
+    ("和描述不符，很失望", "negative", 0.09, 0.11),            # 0.100
+    ("Great quality, very happy with it.", "positive", 0.92, 0.93),   # vader compound 0.8439
+    ("Terrible quality, broke after two days.", "negative", 0.14, 0.15),  # -0.7096
+    ("About what I expected.", "neutral", 0.5, 0.5),        # compound 0.0
+])
+def test_sentiment_labels_and_ranges(text, label, low, high):
+    score = sentiment(text)
+    assert low <= score <= high
+    assert sentiment_label(score) == label
+
+
+def test_sentiment_picks_the_library_by_script():
+    # A Chinese sentence goes to snownlp even with Latin letters in it; English words alone go to vader.
+    assert has_cjk("iPhone 很好用") and not has_cjk("iPhone works great")
+    from snownlp import SnowNLP
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    assert sentiment("iPhone 很好用") == pytest.approx(SnowNLP("iPhone 很好用").sentiments)
+    compound = SentimentIntensityAnalyzer().polarity_scores("iPhone works great")["compound"]
+    assert sentiment("iPhone works great") == pytest.approx((compound + 1) / 2)
+    assert sentiment("VERY GOOD!!!") > sentiment("very good")  # case and "!" stay for vader
+    assert (sentiment(None), sentiment("   "), sentiment_label(None)) == (None, None, None)
+
+
+def test_jieba_words_of_a_fixed_sentence():
+    assert tokenize("物流很快，包装完好，好评") == ["物流", "很快", "包装", "完好", "好评"]
+    # Full-width letters are folded by NFKC; single characters and stopwords (了, 很, 非常) are dropped.
+    assert tokenize("Ｓｏｎｙ 无线降噪耳机 非常好用了") == ["sony", "无线", "降噪", "耳机", "好用"]
+
+
+def test_english_words_drop_stopwords_numbers_and_punctuation():
+    assert tokenize("Bought it again, still EXCELLENT!! 2 times.") == ["bought", "still", "excellent", "times"]
+    assert tokenize("noise-cancelling headphones don't disappoint") == ["noise-cancelling", "headphones", "disappoint"]
+    assert (tokenize(None), tokenize(""), tokenize("!!!")) == ([], [], [])
+
+
+@pytest.mark.parametrize("query, category", [
+    ("蓝牙耳机 便宜", "electronics"),
+    ("笔记本电脑 特价", "computers"),      # the longer phrase beats 笔记本 (office notebooks)
+    ("笔记本", "office_stationery"),
+    ("running shoe sale", "shoes_bags"),   # singular finds 'running shoes'
+    ("Automatic Watches", "jewelry_watches"),
+    ("smart watch", "electronics"),
+    ("ＬＥＧＯ 积木", "toys_games"),           # full-width, brand and subcategory agree
+    ("猫粮 进口", "pets"),
+])
+def test_search_intent_maps_queries_onto_the_taxonomy(query, category):
+    assert search_intent(query) == category
+
+
+def test_search_intent_without_a_match_or_with_an_ambiguous_brand():
+    assert search_intent("something completely different") is None
+    assert search_intent("") is None and search_intent(None) is None
+    # IKEA sells both furniture and home goods, so the brand alone says nothing.
+    assert "ikea" not in intent_dictionary()
+    assert search_intent("ikea") is None
+
+
+def test_every_generated_query_finds_its_category():
+    """The generator's searches are a category's keywords plus a price word; all must map back."""
+    misses = [(c.id, k) for c in CATEGORIES.values() for k in (*c.keywords_zh, *c.keywords_en)
+              for suffix in ("", " 便宜", " sale", " premium") if search_intent(k + suffix) != c.id]
+    assert misses == []
+    assert set(intent_dictionary().values()) == set(TOP_LEVEL)
+
+
+def test_annotate_pandas_fills_each_kind_of_row():
+    import pandas as pd
+
+    frame = pd.DataFrame({"query": ["口红 便宜", None, None], "review_text": [None, "Great quality, very happy with it.", None]})
+    out = annotate_pandas(frame)
+    assert out["intent"].tolist() == ["beauty", None, None]
+    assert out["sentiment"].iloc[0] is None or pd.isna(out["sentiment"].iloc[0])
+    assert out["sentiment"].iloc[1] == pytest.approx(sentiment("Great quality, very happy with it."))
+    assert out["tokens"].tolist() == [["口红", "便宜"], ["great", "quality", "happy"], []]
+    assert normalise("  Ａ  b\tC ") == "a b c"
+
+
+@pytest.mark.spark
+def test_annotate_content_in_spark(spark):
+    from jobs.content import annotate_content
+
+    events = spark.createDataFrame(
+        [("e1", "search", "蓝牙耳机", None), ("e2", "review", None, "质量太差了，用了两天就坏了"), ("e3", "view", None, None)],
+        "event_id string, event_type string, query string, review_text string")
+    rows = {r["event_id"]: r for r in annotate_content(events).collect()}
+    assert (rows["e1"]["intent"], rows["e1"]["tokens"], rows["e1"]["sentiment"]) == ("electronics", ["蓝牙", "耳机"], None)
+    assert rows["e2"]["sentiment"] == pytest.approx(sentiment("质量太差了，用了两天就坏了"))
+    assert sentiment_label(rows["e2"]["sentiment"]) == "negative"
+    assert (rows["e3"]["intent"], rows["e3"]["tokens"]) == (None, [])
