@@ -1,38 +1,56 @@
-"""Score: the day's features through the champion model into the staging profile and recommendations.
+"""Score: the day's gold rows through the champion model into the staging profile and recommendations.
 
-Nothing here is visible to analysts: jobs/publish.py promotes a staged day only after it passed validation.
+Users are scored in batches with `models:/portrait-profile@champion`: on the driver when the day is
+small, with Spark `mapInArrow` (the model loaded once per partition) when it has more than
+`score.distributed_above_users` users. Each user's embedding is matched against the item tower's
+embeddings of the day's items (top `recommend.candidates`), then jobs/rerank.py drops bought and
+unavailable items, applies the business rules and diversifies. Nothing here is visible to analysts:
+jobs/publish.py promotes a staged day only after it passed validation.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from jobs.common.audit import write_audit
 from jobs.common.config import Config
 from jobs.common.delta import read_table, replace_dates
 from jobs.common.errors import InputDataError
 from jobs.common.step import StepResult, TableCount
-from jobs.common.taxonomy import TOP_LEVEL
-from jobs.features import NUMERIC_FEATURES
+from ml.segments import SEGMENT_NAMES, segment_rule
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
+
+    from ml.score import Scorer
+
+__all__ = ["SEGMENT_NAMES", "candidate_sources", "run", "score_batch", "transform_profile"]
 
 TAG_THRESHOLD = 0.5
 TAGS_PER_USER = 5
+TAG_EVIDENCE_TOP = 3    # an embedding candidate in one of the user's 3 strongest tags is explained by the tag
 
-PROFILE_SCHEMA = (
+SCORED_SCHEMA = (
     "user_key string, interest_tags array<struct<tag:string,score:double>>, top_categories array<string>, "
-    "user_embedding array<float>"
+    "model_segment string, model_churn double, user_embedding array<float>, "
+    "candidates array<struct<item_id:string,score:double,source:string,evidence:string>>"
 )
 
 
-def transform_profile(features: "DataFrame", scored: "DataFrame", model_version: str) -> "DataFrame":
-    """Readable profile columns from features and model scores.
+def transform_profile(features: "DataFrame", scored: "DataFrame", model_version: str,
+                      churn_from_model: bool = True) -> "DataFrame":
+    """Readable profile columns from the features and the model's outputs.
 
-    Activity, price band, segment, churn risk and value score are transparent rules on the features
-    until the model grows heads for them; each rule is documented in docs/features.md.
+    interest_tags, top_categories, segment (`model_segment`) and churn risk (`model_churn`) come
+    from the model's heads. Activity, price band and value are transparent rules on the features
+    (docs/features.md). Users the model did not score (none, normally) fall back to the segment
+    rules; churn risk falls back to 1 - exp(-recency/7) when the champion's churn head was never
+    trained (`churn_from_model` False: its 30-day window was not observable in the history).
     """
     from pyspark.sql import functions as F
 
@@ -43,13 +61,9 @@ def transform_profile(features: "DataFrame", scored: "DataFrame", model_version:
     price_band = (F.when(F.col("n_purchases_90d") + F.col("n_carts_30d") == 0, "unknown")
                   .when(F.col("price_index") < 0.8, "budget")
                   .when(F.col("price_index") > 1.25, "premium").otherwise("mid"))
-    churn_risk = F.round(1 - F.exp(-F.col("recency_days") / F.lit(7.0)), 4)
-    segment = (F.when(F.col("n_events_30d") == 0, "dormant")
-               .when(F.col("recency_days") >= 5, "at_risk")
-               .when(F.col("n_purchases_90d") == 0, "browser")
-               .when(F.col("price_index") < 0.8, "bargain_hunter")
-               .when(F.col("price_index") > 1.25, "premium_shopper")
-               .otherwise("regular"))
+    rule_churn = F.round(1 - F.exp(-F.col("recency_days") / F.lit(7.0)), 4)
+    churn = F.coalesce(F.round("model_churn", 4), rule_churn) if churn_from_model else rule_churn
+    segment = F.coalesce(F.col("model_segment"), segment_rule())
     segment_names = F.create_map(*[F.lit(x) for pair in SEGMENT_NAMES.items() for x in pair])
     return f.select(
         "user_key", "as_of_date", "age_band", "gender", "city",
@@ -61,7 +75,7 @@ def transform_profile(features: "DataFrame", scored: "DataFrame", model_version:
         F.when(F.col("avg_rating") > 0, F.round(F.col("avg_rating"), 2)).alias("avg_rating"),
         segment.alias("segment_id"),
         F.try_element_at(segment_names, segment).alias("segment_name"),
-        churn_risk.alias("churn_risk"),
+        churn.cast("double").alias("churn_risk"),
         F.round(F.col("monetary_90d"), 2).alias("value_score"),
         "user_embedding",
         F.lit(model_version).alias("model_version"),
@@ -69,84 +83,203 @@ def transform_profile(features: "DataFrame", scored: "DataFrame", model_version:
     )
 
 
-SEGMENT_NAMES = {
-    "dormant": "Dormant (no activity in 30 days)",
-    "at_risk": "At risk (quiet for 5+ days)",
-    "browser": "Browser (active, no purchase in 90 days)",
-    "bargain_hunter": "Bargain hunter (buys below category median)",
-    "premium_shopper": "Premium shopper (buys above category median)",
-    "regular": "Regular shopper",
-}
+def candidate_sources(candidate_categories: np.ndarray, top_tags: np.ndarray, seq_categories: np.ndarray,
+                      seq_items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(source, evidence) for each candidate (users x candidates), the rule the re-ranker words:
 
-
-def transform_recommendations(
-    profile: "DataFrame", items: "DataFrame", purchased: "DataFrame", k: int, candidate_categories: int
-) -> "DataFrame":
-    """Top-k popular items from each user's strongest tags, never an item the user already bought.
-
-    Score = tag score x item popularity share within its category; ranks are 1..k without gaps.
+    'tag' when the candidate's category is one of the user's top tags (evidence: the category);
+    else 'similar_item' when the user's sequence holds an item of that category (evidence: the
+    most recent one); else 'embedding' (evidence empty). Arrays of category/item strings; '' pads.
     """
-    from pyspark.sql import Window
+    users, n = candidate_categories.shape
+    source = np.full((users, n), "embedding", dtype=object)
+    evidence = np.full((users, n), "", dtype=object)
+    if users == 0 or n == 0:
+        return source, evidence
+    is_tag = (candidate_categories[:, :, None] == top_tags[:, None, :]).any(axis=2) & (candidate_categories != "")
+    source[is_tag] = "tag"
+    evidence[is_tag] = candidate_categories[is_tag]
+    if seq_categories.shape[1]:
+        same = (candidate_categories[:, :, None] == seq_categories[:, None, :]) & (seq_categories[:, None, :] != "")
+        has = same.any(axis=2) & ~is_tag
+        # the most recent position: sequences run oldest to newest, so the last True
+        last = seq_categories.shape[1] - 1 - np.argmax(same[:, :, ::-1], axis=2)
+        rows, cols = np.nonzero(has)
+        source[rows, cols] = "similar_item"
+        evidence[rows, cols] = seq_items[rows, last[rows, cols]]
+    return source, evidence
+
+
+def _strings(column, length: int) -> np.ndarray:
+    """A list<string> Arrow column as a (rows, length) object array, '' padded, last `length` kept."""
+    rows = column.to_pylist()
+    out = np.full((len(rows), length), "", dtype=object)
+    for r, values in enumerate(rows):
+        values = (values or [])[-length:]
+        out[r, :len(values)] = values
+    return out
+
+
+def score_batch(scorer: "Scorer", users: "pa.Table", item_table, item_categories: np.ndarray,
+                item_vectors: np.ndarray, n_candidates: int) -> "pa.Table":
+    """Model outputs and embedding candidates for one batch of gold rows, as an Arrow table (SCORED_SCHEMA).
+
+    `item_table`, `item_categories` and `item_vectors` describe the day's items (Scorer.items), row i
+    of each being item_table.item_ids[i].
+    """
+    import pyarrow as pa
+
+    from ml.retrieval import relative_scores, top_items
+
+    item_ids = item_table.item_ids
+    scores = scorer.score(users, item_table)
+    spec = scorer.spec
+    dim = scores.embeddings.shape[1] - 1          # the last component is the constant 1 of the bias trick
+    order = np.argsort(-scores.tag_scores, axis=1, kind="stable")
+    top, raw = top_items(scores.embeddings, item_vectors, n_candidates)
+    relative = relative_scores(raw)
+    tags = np.asarray(spec.tags, dtype=object)
+    candidate_categories = np.where(top >= 0, item_categories[np.maximum(top, 0)], "")
+    sequence_length = spec.sequence_length
+    seq_categories = _strings(users.column("seq_categories"), sequence_length) \
+        if "seq_categories" in users.column_names else np.zeros((users.num_rows, 0), dtype=object)
+    seq_items = _strings(users.column("seq_item_ids"), sequence_length) \
+        if "seq_item_ids" in users.column_names else np.zeros((users.num_rows, 0), dtype=object)
+    source, evidence = candidate_sources(candidate_categories, tags[order[:, :TAG_EVIDENCE_TOP]],
+                                         seq_categories, seq_items)
+    item_array = np.asarray(item_ids, dtype=object)
+    rows: dict[str, list] = {k: [] for k in ("user_key", "interest_tags", "top_categories", "model_segment",
+                                             "model_churn", "user_embedding", "candidates")}
+    for u, key in enumerate(scores.user_keys):
+        picked = [(str(tags[j]), round(float(scores.tag_scores[u, j]), 4)) for j in order[u, :TAGS_PER_USER]]
+        rows["user_key"].append(key)
+        rows["interest_tags"].append([{"tag": t, "score": s} for t, s in picked])
+        rows["top_categories"].append([t for t, s in picked if s >= TAG_THRESHOLD] or [picked[0][0]])
+        rows["model_segment"].append(spec.segments[int(np.argmax(scores.segment_probs[u]))])
+        rows["model_churn"].append(float(np.clip(scores.churn[u], 0.0, 1.0)))
+        rows["user_embedding"].append(scores.embeddings[u, :dim].astype(np.float32).tolist())
+        valid = top[u] >= 0
+        rows["candidates"].append([
+            {"item_id": item_array[i], "score": float(s), "source": src, "evidence": ev}
+            for i, s, src, ev in zip(top[u][valid], relative[u][valid], source[u][valid], evidence[u][valid])])
+    return pa.Table.from_pydict(rows, schema=scored_arrow_schema())
+
+
+def scored_arrow_schema() -> "pa.Schema":
+    import pyarrow as pa
+
+    return pa.schema([
+        ("user_key", pa.string()),
+        ("interest_tags", pa.list_(pa.struct([("tag", pa.string()), ("score", pa.float64())]))),
+        ("top_categories", pa.list_(pa.string())),
+        ("model_segment", pa.string()),
+        ("model_churn", pa.float64()),
+        ("user_embedding", pa.list_(pa.float32())),
+        ("candidates", pa.list_(pa.struct([("item_id", pa.string()), ("score", pa.float64()),
+                                           ("source", pa.string()), ("evidence", pa.string())]))),
+    ])
+
+
+def _partition_scorer(model_uri: str, version: str, item_table, item_categories: np.ndarray,
+                      item_vectors: np.ndarray, n_candidates: int, batch_rows: int):
+    """The mapInArrow function: loads the model once per partition (on the executor), then scores."""
+
+    def score_partition(batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
+        import os
+
+        import pyarrow as pa
+
+        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+        from ml.score import load_scorer
+
+        scorer = load_scorer(model_uri, version)
+        for batch in batches:
+            table = pa.Table.from_batches([batch])
+            for start in range(0, table.num_rows, batch_rows):
+                yield from score_batch(scorer, table.slice(start, batch_rows), item_table, item_categories,
+                                       item_vectors, n_candidates).to_batches()
+
+    return score_partition
+
+
+def score_users(spark: "SparkSession", cfg: Config, scorer: "Scorer", model_uri: str, users: "DataFrame",
+                items: "pa.Table") -> tuple["DataFrame", int]:
+    """Scored rows (SCORED_SCHEMA) for every row of `users`; distributed when there are many."""
+    item_table, vectors = scorer.items(items)
+    # vectors[i] and categories[i] belong to item_table.item_ids[i], the order of `items`
+    categories = np.asarray([str(c) for c in items.column("category").to_pylist()], dtype=object)
+    n_candidates = int(cfg.get("recommend.candidates", 100))
+    batch_rows = int(cfg.get("score.batch_users", 4096))
+    count = users.count()
+    if count > int(cfg.get("score.distributed_above_users", 200_000)):
+        scorer_fn = _partition_scorer(model_uri, scorer.version, item_table, categories, vectors,
+                                      n_candidates, batch_rows)
+        return users.mapInArrow(scorer_fn, SCORED_SCHEMA), count
+    tables = []
+    arrow = users.toArrow()
+    for start in range(0, arrow.num_rows, batch_rows):
+        tables.append(score_batch(scorer, arrow.slice(start, batch_rows), item_table, categories, vectors,
+                                  n_candidates))
+    import pyarrow as pa
+
+    scored = pa.concat_tables(tables) if tables else scored_arrow_schema().empty_table()
+    return spark.createDataFrame(scored), count
+
+
+def user_rows(spark: "SparkSession", cfg: Config, run_date: dt.date) -> "DataFrame":
+    """gold.user_features of the day with the day's sequence arrays (seq_* columns)."""
     from pyspark.sql import functions as F
 
-    tags = profile.select("user_key", "as_of_date", F.posexplode("interest_tags").alias("tag_rank", "t")).where(
-        F.col("tag_rank") < candidate_categories
-    ).select("user_key", "as_of_date", F.col("t.tag").alias("category"), F.col("t.score").alias("tag_score"))
-    share = items.withColumn(
-        "pop_share",
-        (F.col("popularity") + 1e-6) / F.sum(F.col("popularity") + 1e-6).over(Window.partitionBy("category")),
-    )
-    candidates = tags.join(share, "category").join(purchased, ["user_key", "item_id"], "left_anti")
-    ranked = candidates.withColumn("score", F.col("tag_score") * F.col("pop_share")).withColumn(
-        "rank", F.row_number().over(Window.partitionBy("user_key").orderBy(F.desc("score"), "item_id"))
-    ).where(F.col("rank") <= k)
-    return ranked.select(
-        "user_key", "as_of_date", F.col("rank").cast("int"), "item_id", F.round("score", 6).alias("score"),
-        F.format_string("popular in %s, your interest tag (%.2f)", F.col("category"), F.col("tag_score")).alias("reason"),
-    )
+    from jobs.sequences import sequences_as_of
+    from ml.dataset import with_affinity_columns
 
-
-def scores_frame(spark: "SparkSession", user_keys: list[str], tag_scores, embeddings) -> "DataFrame":
-    rows = []
-    for key, scores, vector in zip(user_keys, tag_scores, embeddings):
-        order = sorted(range(len(TOP_LEVEL)), key=lambda i: (-scores[i], i))
-        tags = [(TOP_LEVEL[i], round(float(scores[i]), 4)) for i in order[:TAGS_PER_USER]]
-        rows.append((key, tags, [t for t, s in tags if s >= TAG_THRESHOLD] or [tags[0][0]],
-                     [float(v) for v in vector]))
-    return spark.createDataFrame(rows, PROFILE_SCHEMA)
+    features = read_table(spark, cfg, "gold.user_features").where(F.col("as_of_date") == F.lit(run_date))
+    sequences = sequences_as_of(spark, cfg, run_date).select(
+        "user_key", F.col("item_ids").alias("seq_item_ids"), F.col("categories").alias("seq_categories"),
+        F.col("event_types").alias("seq_event_types"), F.col("gaps").alias("seq_gaps"))
+    return with_affinity_columns(features).join(sequences, "user_key", "left")
 
 
 def run(spark: "SparkSession", cfg: Config, run_date: dt.date) -> StepResult:
     from pyspark.sql import functions as F
 
-    from ml.dataset import feature_matrix
-    from ml.score import load_champion, score_matrix
+    from jobs.rerank import rerank, settings
+    from ml.registry import champion_uri
+    from ml.score import load_champion
 
-    features = read_table(spark, cfg, "gold.user_features").where(F.col("as_of_date") == F.lit(run_date)).cache()
-    local = features.select("user_key", "category_affinity", *NUMERIC_FEATURES).orderBy("user_key").toPandas()
-    if local.empty:
+    features = read_table(spark, cfg, "gold.user_features").where(F.col("as_of_date") == F.lit(run_date))
+    if not features.limit(1).count():
         raise InputDataError(f"gold.user_features has no rows for {run_date}; run the features step for that date")
-    model, version = load_champion(cfg)
-    scores = score_matrix(model, feature_matrix(local), version)
-    scored = scores_frame(spark, local["user_key"].tolist(), scores.tag_scores, scores.embeddings)
+    item_features = read_table(spark, cfg, "gold.item_features").where(F.col("as_of_date") == F.lit(run_date))
+    items = item_features.drop("as_of_date").toArrow()
+    if items.num_rows == 0:
+        raise InputDataError(f"gold.item_features has no rows for {run_date}; run the features step for that date")
+    scorer = load_champion(cfg)
+    version = scorer.version
+    scored, users_in = score_users(spark, cfg, scorer, champion_uri(cfg), user_rows(spark, cfg, run_date), items)
+    scored = scored.cache()
 
     result = StepResult("score", run_date)
-    profile = transform_profile(features, scored, version).cache()
+    profile = transform_profile(features, scored.drop("candidates"), version, scorer.spec.churn_trained)
     written = replace_dates(profile, cfg, "staging.user_profile", [run_date])
-    result.tables.append(TableCount("staging.user_profile", written, written))
+    result.tables.append(TableCount("staging.user_profile", users_in, written))
 
-    items = read_table(spark, cfg, "gold.item_features").where(F.col("as_of_date") == F.lit(run_date))
-    horizon = run_date - dt.timedelta(days=int(cfg.get("recommend.exclude_bought_days", 90)))
-    purchased = read_table(spark, cfg, "silver.events").where(
-        (F.col("event_type") == "purchase") & (F.col("event_date") > F.lit(horizon)) & (F.col("event_date") <= F.lit(run_date))
+    candidates = scored.select("user_key", F.explode("candidates").alias("c")).select(
+        "user_key", "c.item_id", "c.score", "c.source", "c.evidence")
+    look_back = run_date - dt.timedelta(days=int(cfg.get("recommend.exclude_bought_days", 90)))
+    bought = read_table(spark, cfg, "silver.events").where(
+        (F.col("event_type") == "purchase") & (F.col("event_date") > F.lit(look_back))
+        & (F.col("event_date") <= F.lit(run_date))
     ).select("user_key", "item_id").distinct()
-    recs = transform_recommendations(profile, items.drop("as_of_date"), purchased,
-                                     int(cfg.get("recommend.k")), int(cfg.get("recommend.candidate_categories")))
-    recs = recs.withColumn("model_version", F.lit(version))
+    available = F.col("available") if "available" in item_features.columns else F.lit(True)
+    catalogue = item_features.select("item_id", "category", "brand", "price", available.alias("available"))
+    recs = rerank(candidates, bought, catalogue, **settings(cfg))
+    recs = recs.select("user_key", F.lit(run_date).alias("as_of_date"), "rank", "item_id", "score", "reason",
+                       F.lit(version).alias("model_version"))
     written = replace_dates(recs, cfg, "staging.recommendations", [run_date])
     result.tables.append(TableCount("staging.recommendations", written, written))
-    profile.unpersist()
-    features.unpersist()
+    scored.unpersist()
     write_audit(spark, cfg, "score", run_date, result.tables)
-    result.details["model_version"] = version
+    result.details.update({"model_version": version, "users": users_in})
     return result
+

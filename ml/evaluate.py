@@ -260,3 +260,82 @@ def ranking_metrics_spark(recs_df: "DataFrame", truth_df: "DataFrame", k: int) -
         "map_at_k": nan if row["map_at_k"] is None else float(row["map_at_k"]),
         "users": int(row["users"]),
     }
+
+
+# --- Reports: the numbers training logs and the gate compares ------------------------------------
+
+def ranking_report(recommended: Mapping[Hashable, Sequence[Hashable]], relevant: Mapping[Hashable, Collection[Hashable]],
+                   k: int, catalog_size: int) -> dict[str, float]:
+    """precision/recall/ndcg/map at k and catalogue coverage of the top k, one dict.
+
+    The model and every baseline are scored by this function on the same users and truth.
+    """
+    return {
+        "precision_at_k": precision_at_k(recommended, relevant, k),
+        "recall_at_k": recall_at_k(recommended, relevant, k),
+        "ndcg_at_k": ndcg_at_k(recommended, relevant, k),
+        "map_at_k": map_at_k(recommended, relevant, k),
+        "coverage": catalog_coverage({u: recommended.get(u, ()) for u in relevant}, catalog_size, k),
+        "users": float(sum(1 for items in relevant.values() if items)),
+    }
+
+
+def tag_report(labels: np.ndarray, scores: np.ndarray, top_k: int = 3, threshold: float = 0.5) -> dict[str, float]:
+    """Interest tags: micro/macro F1 of each user's top-k tags and of scores >= threshold, AUC, ECE."""
+    labels = np.asarray(labels)
+    scores = np.asarray(scores)
+    if labels.size == 0:
+        return {"micro_f1_top3": float("nan"), "macro_f1_top3": float("nan"), "micro_f1": float("nan"),
+                "macro_f1": float("nan"), "auc": float("nan"), "ece": float("nan")}
+    top = top_k_tags(scores, top_k)
+    above = scores >= threshold
+    return {
+        f"micro_f1_top{top_k}": micro_f1(labels, top), f"macro_f1_top{top_k}": macro_f1(labels, top),
+        "micro_f1": micro_f1(labels, above), "macro_f1": macro_f1(labels, above),
+        "auc": roc_auc(labels, scores), "ece": expected_calibration_error(labels, scores),
+    }
+
+
+def per_tag_f1(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """F1 of each column (NaN where a tag has neither labels nor predictions)."""
+    labels = np.asarray(labels).astype(bool)
+    predicted = np.asarray(predicted).astype(bool)
+    tp = np.sum(labels & predicted, axis=0).astype(float)
+    denominator = 2 * tp + np.sum(~labels & predicted, axis=0) + np.sum(labels & ~predicted, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, 2 * tp / denominator, np.nan)
+
+
+def binary_report(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
+    """AUC and expected calibration error over the rows with weight > 0 (the observable ones)."""
+    labels = np.asarray(labels).ravel()
+    scores = np.asarray(scores).ravel()
+    keep = np.ones(len(labels), dtype=bool) if weights is None else np.asarray(weights).ravel() > 0
+    if not keep.any():
+        return {"auc": float("nan"), "ece": float("nan"), "labelled": 0.0}
+    return {"auc": roc_auc(labels[keep], scores[keep]), "ece": expected_calibration_error(labels[keep], scores[keep]),
+            "labelled": float(keep.sum())}
+
+
+def planted_interest_f1(predicted: Mapping[Hashable, Collection[str]], planted: Mapping[Hashable, Collection[str]]) -> dict[str, float]:
+    """Micro precision/recall/F1 of predicted tag sets against planted interests, over the planted users."""
+    tp = fp = fn = 0
+    for user, truth in planted.items():
+        guess = set(predicted.get(user, ()))
+        truth = set(truth)
+        tp += len(guess & truth)
+        fp += len(guess - truth)
+        fn += len(truth - guess)
+    precision = tp / (tp + fp) if tp + fp else float("nan")
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    f1 = 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+    return {"precision": precision, "recall": recall, "micro_f1": f1, "users": float(len(planted))}
+
+
+def segment_agreement(predicted: Mapping[Hashable, str], planted: Mapping[Hashable, str],
+                      matches: Mapping[str, Collection[str]]) -> float:
+    """Share of planted users whose predicted segment is one that `matches[planted segment]` allows."""
+    scored = [(predicted[u], s) for u, s in planted.items() if u in predicted]
+    if not scored:
+        return float("nan")
+    return float(np.mean([p in matches.get(s, ()) for p, s in scored]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,15 +47,36 @@ class GateDecision:
     champion_metric: float | None
 
 
-def decide(candidate: float, champion: float | None, margin: float, metric: str) -> GateDecision:
-    """Pure gate rule, tested on its own: the first model is champion; later ones must beat it by `margin`."""
-    if champion is None:
-        return GateDecision(CHAMPION, f"no champion yet; {metric}={candidate:.4f}", None)
-    if candidate >= champion + margin:
-        return GateDecision(CHAMPION, f"{metric} {candidate:.4f} beats champion {champion:.4f} by >= {margin}", champion)
-    return GateDecision(
-        CHALLENGER, f"{metric} {candidate:.4f} does not beat champion {champion:.4f} by {margin}", champion
-    )
+GATED_METRICS = ("recall_at_k", "ndcg_at_k")
+
+
+def decide(candidate: Mapping[str, float], champion: Mapping[str, float] | None, margin: float, metric: str,
+           baselines: Mapping[str, Mapping[str, float]] | None = None, baseline_metrics: tuple[str, ...] = GATED_METRICS,
+           champion_note: str = "") -> GateDecision:
+    """Pure gate rule: `champion` only when the candidate beats every baseline on every baseline
+    metric AND beats the champion's `metric` on the same holdout by `margin` (or there is none).
+
+    `candidate`, `champion` and each baseline map metric names to values measured on one holdout.
+    `champion` is None when there is no champion or it could not score this holdout
+    (`champion_note` says why, and the reason records it).
+    """
+    value = float(candidate[metric])
+    failures = []
+    for name, scores in sorted((baselines or {}).items()):
+        for m in baseline_metrics:
+            if not float(candidate[m]) > float(scores[m]):
+                failures.append(f"{m} {float(candidate[m]):.4f} does not beat baseline {name} {float(scores[m]):.4f}")
+    champion_value = None if champion is None else float(champion[metric])
+    if champion_value is not None and value < champion_value + margin:
+        failures.append(f"{metric} {value:.4f} does not beat champion {champion_value:.4f} by {margin}")
+    if failures:
+        return GateDecision(CHALLENGER, "; ".join(failures), champion_value)
+    beaten = f"beats baselines {', '.join(sorted(baselines))} on {', '.join(baseline_metrics)}; " if baselines else ""
+    if champion_value is None:
+        why = champion_note or "no champion yet"
+        return GateDecision(CHAMPION, f"{beaten}{why}; {metric}={value:.4f}", None)
+    return GateDecision(CHAMPION, f"{beaten}{metric} {value:.4f} beats champion {champion_value:.4f} by >= {margin}",
+                        champion_value)
 
 
 def champion_version(cfg: Config):
@@ -67,22 +90,32 @@ def champion_version(cfg: Config):
         return None
 
 
-def current_champion_metric(cfg: Config, metric: str) -> float | None:
+def champion_run(cfg: Config):
+    """(ModelVersion, Run) of the champion, or (None, None)."""
     from mlflow import MlflowClient
 
     version = champion_version(cfg)
     if version is None:
+        return None, None
+    return version, MlflowClient().get_run(version.run_id)
+
+
+def champion_trained_for(cfg: Config) -> dt.date | None:
+    """The run date the champion was trained for (its `run_date` param), or None."""
+    _, run = champion_run(cfg)
+    if run is None or "run_date" not in run.data.params:
         return None
-    value = MlflowClient().get_run(version.run_id).data.metrics.get(metric)
-    return None if value is None else float(value)
+    return dt.date.fromisoformat(run.data.params["run_date"])
 
 
 def apply_gate(cfg: Config, version: str, decision: GateDecision) -> None:
+    """Point the decided alias at `version` and record the reason on the version."""
     from mlflow import MlflowClient
 
     client = MlflowClient()
     client.set_registered_model_alias(model_name(cfg), decision.alias, version)
     client.set_model_version_tag(model_name(cfg), version, "gate_reason", decision.reason)
+    client.set_model_version_tag(model_name(cfg), version, "gate_alias", decision.alias)
 
 
 def require_champion(cfg: Config) -> tuple[str, str]:

@@ -1,39 +1,84 @@
-"""Score users with the champion model: interest-tag scores and the user embedding."""
+"""Score users with the profile model: tags, segment, churn risk and the user embedding; item embeddings.
+
+`Scorer` holds the two Keras towers and the ModelSpec of one registered version. It takes Arrow
+tables (gold rows) and encodes them exactly as training did. `load_champion` always resolves
+`models:/portrait-profile@champion`; scoring never picks a model by itself.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jobs.common.config import Config
+from ml.dataset import ItemTable, ModelSpec, encode_items, encode_users
+from ml.model import CHURN_OUTPUT, SEGMENT_OUTPUT, TAGS_OUTPUT, USER_EMBEDDING
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)
 class Scores:
-    tag_scores: np.ndarray      # users x tags, in TOP_LEVEL order
-    embeddings: np.ndarray      # users x embedding_dim
+    user_keys: list[str]
+    tag_scores: np.ndarray      # users x tags, in spec.tags order
+    segment_probs: np.ndarray   # users x segments, in spec.segments order
+    churn: np.ndarray           # users
+    embeddings: np.ndarray      # users x (embedding_dim + 1)
     model_version: str
 
 
-def load_champion(cfg: Config):
-    """Always the `champion` alias: scoring never picks a model by itself."""
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import mlflow.keras
+class Scorer:
+    def __init__(self, profile, item, spec: ModelSpec, version: str = ""):
+        self.profile = profile
+        self.item = item
+        self.spec = spec
+        self.version = version
 
+    def score(self, table: "pa.Table", items: ItemTable | None = None, batch_size: int = 4096) -> Scores:
+        """Every row of `table` (user features + sequence columns) through the user tower, in batches.
+
+        `items` is the item table of the rows' date (`Scorer.items`): the sequence steps read their
+        item numbers from it.
+        """
+        keys = [str(k) for k in table.column("user_key").to_pylist()] if "user_key" in table.column_names else []
+        parts = {name: [] for name in (TAGS_OUTPUT, SEGMENT_OUTPUT, CHURN_OUTPUT, USER_EMBEDDING)}
+        for start in range(0, table.num_rows, batch_size):
+            inputs = encode_users(table.slice(start, batch_size), self.spec, items)
+            out = self.profile.predict_on_batch(inputs)
+            for name in parts:
+                parts[name].append(np.asarray(out[name], dtype=np.float32))
+        dims = {TAGS_OUTPUT: len(self.spec.tags), SEGMENT_OUTPUT: len(self.spec.segments), CHURN_OUTPUT: 1,
+                USER_EMBEDDING: int(self.profile.get_layer(USER_EMBEDDING).output.shape[-1])}
+        stacked = {n: np.concatenate(v) if v else np.zeros((0, dims[n]), np.float32) for n, v in parts.items()}
+        return Scores(keys, stacked[TAGS_OUTPUT], stacked[SEGMENT_OUTPUT], stacked[CHURN_OUTPUT].reshape(-1),
+                      stacked[USER_EMBEDDING], self.version)
+
+    def items(self, table: "pa.Table") -> tuple[ItemTable, np.ndarray]:
+        """The item table of one date under this model's spec and its item embeddings (one per item row)."""
+        items = encode_items(table, self.spec)
+        vectors = np.zeros((len(items.rows), int(self.item.output.shape[-1])), dtype=np.float32)
+        for start in range(0, len(items.rows), 8192):
+            index = items.rows[start:start + 8192]
+            vectors[start:start + len(index)] = np.asarray(self.item.predict_on_batch(items.inputs(index)))
+        return items, vectors
+
+
+def load_champion(cfg: Config) -> Scorer:
+    """The `champion` alias of the registered model, as a Scorer."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     from ml.registry import champion_uri, configure_mlflow, require_champion
 
     configure_mlflow(cfg)
     version, _ = require_champion(cfg)
-    return mlflow.keras.load_model(champion_uri(cfg)), version
+    return load_scorer(champion_uri(cfg), version)
 
 
-def score_matrix(model, features: np.ndarray, version: str, batch_size: int = 4096) -> Scores:
-    from ml.model import embedding_model
+def load_scorer(model_uri: str, version: str = "") -> Scorer:
+    import mlflow.pyfunc
 
-    if len(features) == 0:
-        return Scores(np.zeros((0, model.output_shape[-1])), np.zeros((0, 0)), version)
-    tags = model.predict(features, batch_size=batch_size, verbose=0)
-    vectors = embedding_model(model).predict(features, batch_size=batch_size, verbose=0)
-    return Scores(np.asarray(tags, dtype="float64"), np.asarray(vectors, dtype="float32"), version)
+    wrapper = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+    return Scorer(wrapper.profile, wrapper.item, wrapper.spec, version)

@@ -1,98 +1,610 @@
-"""Train: fit the profile model on point-in-time features, log it to MLflow, register it behind the gate."""
+"""Train: fit the profile model on a time-based split, test it against the baselines and the champion
+on the same held-out days, log everything to MLflow, and move `champion` only when it earns it.
+
+The step is `run(spark, cfg, run_date, retrain="auto")`. Spark writes the training snapshot and the
+baselines' recommendations; everything after that (fitting, evaluation, the gate) is plain Python
+over the snapshot, `train_and_register`, which the tests drive directly. Nothing touches MLflow
+until the candidate has been fitted and evaluated, so a bad input leaves the registry as it was.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import logging
+import math
 import os
-from typing import TYPE_CHECKING
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jobs.common.config import Config
+from jobs.common.errors import ConfigError, InputDataError, PortraitError
 from jobs.common.step import StepResult
-from jobs.common.taxonomy import TOP_LEVEL
-from ml.dataset import FEATURE_NAMES, feature_matrix, split_users, training_frame
-from ml.evaluate import micro_f1, roc_auc, top_k_tags
+from ml.dataset import (
+    ExampleDataset, LossWeights, ModelSpec, Snapshot, SplitPlan, build_spec, chunks_of, encode_labels,
+    encode_users, label_stats, load_items, numeric_matrix, plan_from_config, read_table, snapshot_root,
+    user_numeric, write_snapshot,
+)
+from ml.evaluate import (
+    binary_report, per_tag_f1, planted_interest_f1, ranking_report, segment_agreement, tag_report, top_k_tags,
+)
+from ml.segments import PLANTED_TO_SEGMENTS
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import SparkSession
 
-GATE_METRIC = "val_tag_auc"
-TOP_K_TAGS = 3
+    from ml.score import Scorer
+
+log = logging.getLogger("portrait.train")
+
+RETRAIN_CHOICES = ("auto", "always", "never")
+GATE_METRIC = "ndcg_at_k"
+INPUT_TABLES = ("silver.events", "silver.items", "silver.users", "gold.user_features", "gold.item_features",
+                "gold.user_sequences")
+BASELINES = ("popularity", "cooccurrence", "als")
+
+
+# --- retrain cadence ------------------------------------------------------------------------------
+
+def retrain_needed(cfg: Config, run_date: dt.date, retrain: str) -> tuple[bool, str]:
+    """(train now?, why). auto: when there is no champion, it is older than model.retrain_every_days,
+    or it was trained on another feature version; always / never: as they say."""
+    from jobs.features import FEATURE_VERSION
+    from ml.registry import champion_run
+
+    if retrain not in RETRAIN_CHOICES:
+        raise ConfigError(f"retrain is '{retrain}'; use one of {', '.join(RETRAIN_CHOICES)}")
+    version, run = champion_run(cfg)
+    if retrain == "always":
+        return True, "retrain=always"
+    if version is None:
+        if retrain == "never":
+            raise PortraitError(f"retrain=never for {run_date}, but model {cfg.get('mlflow.registered_model')} has no "
+                                "champion to reuse; run with retrain=auto or always first")
+        return True, "no champion yet"
+    params = run.data.params
+    if retrain == "never":
+        return False, f"retrain=never: reusing champion version {version.version}"
+    if params.get("feature_version", FEATURE_VERSION) != FEATURE_VERSION:
+        return True, (f"champion version {version.version} was trained on feature version "
+                      f"{params.get('feature_version')}, the features are now version {FEATURE_VERSION}")
+    every = int(cfg.get("model.retrain_every_days", 7))
+    trained_for = dt.date.fromisoformat(params["run_date"]) if "run_date" in params else None
+    if trained_for is None:
+        return True, f"champion version {version.version} records no run date"
+    age = (run_date - trained_for).days
+    if age >= every:
+        return True, f"champion version {version.version} was trained for {trained_for}, {age} days ago (>= {every})"
+    return False, (f"champion version {version.version} was trained for {trained_for}, {age} day(s) before "
+                   f"{run_date} (< model.retrain_every_days={every}); reusing it")
+
+
+# --- the held-out days ----------------------------------------------------------------------------
+
+@dataclass
+class Holdout:
+    """The test as-of date's rows and truth: what every recommender is scored on."""
+
+    as_of: dt.date
+    boundary: dt.date                  # the last day whose events may label these rows
+    table: "pa.Table"                  # every test example row (features, sequence, labels)
+    items: "pa.Table"                  # item features of the test as-of date
+    truth: dict[str, set[str]]         # known users with at least one item in the horizon
+    catalog_size: int
+
+    @property
+    def users(self) -> list[str]:
+        return sorted(self.truth)
+
+
+def sample_users(keys, limit: int) -> set[str]:
+    """A deterministic sample: the `limit` keys with the smallest SHA-1, the same for every recommender."""
+    ranked = sorted(keys, key=lambda k: hashlib.sha1(str(k).encode("utf-8")).hexdigest())
+    return set(ranked[:limit])
+
+
+def load_holdout(snapshot: Snapshot, max_users: int, split: str = "test") -> Holdout:
+    """The rows of the test (or validation) as-of date; truth = known users' items in its horizon."""
+    import pyarrow as pa
+
+    plan = snapshot.plan
+    as_of = plan.test_as_of if split == "test" else plan.validation_as_of
+    table = read_table(snapshot.files([as_of]))
+    if table.num_rows == 0:
+        raise InputDataError(f"the training snapshot at {snapshot.root} has no {split} rows for {as_of}")
+    item_files = snapshot.files([as_of], "items")
+    items = pa.concat_tables([_read_parquet(p) for p in item_files], promote_options="default")
+    keys = table.column("user_key").to_pylist()
+    positives = table.column("positives").to_pylist()
+    known = table.column("known").to_pylist() if "known" in table.column_names else [True] * len(keys)
+    truth = {k: set(p) for k, p, seen in zip(keys, positives, known) if p and seen}
+    if len(truth) > max_users:
+        kept = sample_users(truth, max_users)
+        truth = {k: v for k, v in truth.items() if k in kept}
+    if not truth:
+        raise InputDataError(f"no known user interacted with an item in the {split} days after {as_of}; "
+                             "nothing to evaluate on")
+    return Holdout(as_of, plan.boundary(split), table, items, truth, items.num_rows)
+
+
+def _read_parquet(path: str) -> "pa.Table":
+    from ml.dataset import _open_parquet
+
+    return _open_parquet(path).read()
+
+
+def model_recommendations(scorer: "Scorer", holdout: Holdout, k: int, item_vectors=None) -> tuple[dict[str, list[str]], Any]:
+    """The scorer's top k for the holdout users, without items they bought by the test date.
+
+    `item_vectors` is scorer.items(holdout.items) when the caller already has it.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ml.retrieval import positions, ranked_lists, top_items
+
+    mask = pc.is_in(holdout.table.column("user_key"), value_set=pa.array(holdout.users, pa.string()))
+    rows = holdout.table.filter(mask)
+    items, vectors = item_vectors or scorer.items(holdout.items)      # vectors[i] belongs to items.item_ids[i]
+    scores = scorer.score(rows, items)
+    index = {item_id: pos for pos, item_id in enumerate(items.item_ids)}
+    bought = rows.column("bought").to_pylist() if "bought" in rows.column_names else [[]] * rows.num_rows
+    top, _ = top_items(scores.embeddings, vectors, k, positions([b or [] for b in bought], index))
+    return ranked_lists(scores.user_keys, items.item_ids, top), scores
+
+
+def evaluate_candidate(scorer: "Scorer", holdout: Holdout, k: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """Ranking metrics on the holdout users, plus tags, churn and segment metrics on the test rows."""
+    item_vectors = scorer.items(holdout.items)
+    recs, _ = model_recommendations(scorer, holdout, k, item_vectors)
+    metrics = ranking_report(recs, holdout.truth, k, holdout.catalog_size)
+    scores = scorer.score(holdout.table, item_vectors[0])
+    targets, weights = encode_labels(holdout.table, scorer.spec,
+                                     LossWeights(np.ones(len(scorer.spec.segments), np.float32), holdout.boundary))
+    churn_observable = weights["churn"] > 0
+    active = targets["interest_tags"].sum(axis=1) > 0
+    tags = tag_report(targets["interest_tags"][active], scores.tag_scores[active])
+    churn = binary_report(targets["churn"].ravel(), scores.churn, churn_observable)
+    segment = targets["segment"]
+    has_segment = holdout.table.column("segment_label").to_numpy(zero_copy_only=False) >= 0
+    segment_accuracy = float(np.mean(scores.segment_probs[has_segment].argmax(axis=1) == segment[has_segment])) \
+        if has_segment.any() else float("nan")
+    metrics.update({f"tag_{k2}": v for k2, v in tags.items()})
+    metrics.update({"churn_auc": churn["auc"], "churn_ece": churn["ece"], "churn_labelled": churn["labelled"],
+                    "segment_accuracy": segment_accuracy})
+    detail = {"recs": recs, "scores": scores, "tag_labels": targets["interest_tags"], "active": active,
+              "churn_labels": targets["churn"].ravel(), "churn_observable": churn_observable}
+    return metrics, detail
+
+
+def ground_truth_report(cfg: Config, scores, spec: ModelSpec, table: "pa.Table") -> dict[str, float]:
+    """On generated data only: planted interests vs the model's top-3 tags and vs the features' top-3
+    affinities, and planted segments vs the segment head. Empty when there is no ground truth."""
+    path = Path(cfg.ground_truth_dir) / "users.parquet"
+    if not path.is_file():
+        return {}
+    import pyarrow.parquet as pq
+
+    from jobs.common.privacy import load_hmac_key, pseudonymise_py
+
+    planted = pq.read_table(path, columns=["user_id", "segment", "interests"]).to_pylist()
+    key = load_hmac_key(cfg)
+    by_key = {pseudonymise_py(key, row["user_id"]): row for row in planted}
+    keys = scores.user_keys
+    in_truth = [k in by_key for k in keys]
+    if not any(in_truth):
+        return {}
+    top = top_k_tags(scores.tag_scores, 3)
+    predicted = {k: {spec.tags[j] for j in np.flatnonzero(row)} for k, row, ok in zip(keys, top, in_truth) if ok}
+    planted_interests = {k: set(by_key[k]["interests"]) for k, ok in zip(keys, in_truth) if ok}
+    affinity_names = [f"affinity_{t}" for t in spec.tags]
+    report = {f"gt_tag_{k}": v for k, v in planted_interest_f1(predicted, planted_interests).items()}
+    if all(n in table.column_names for n in affinity_names):
+        affinity = numeric_matrix(table, affinity_names, [])
+        by_affinity = top_k_tags(affinity, 3)
+        guessed = {k: {spec.tags[j] for j in np.flatnonzero(row)} for k, row, ok in zip(keys, by_affinity, in_truth) if ok}
+        report.update({f"gt_affinity_{k}": v for k, v in planted_interest_f1(guessed, planted_interests).items()
+                       if k == "micro_f1"})
+    segments = {k: spec.segments[int(i)] for k, i, ok in zip(keys, scores.segment_probs.argmax(axis=1), in_truth) if ok}
+    report["gt_segment_agreement"] = segment_agreement(
+        segments, {k: by_key[k]["segment"] for k in segments}, PLANTED_TO_SEGMENTS)
+    return report
+
+
+# --- fitting --------------------------------------------------------------------------------------
+
+@dataclass
+class FitResult:
+    models: Any
+    history: dict[str, list[float]]
+    best_epoch: int
+    stats: Any
+
+
+class RetrievalValidation:
+    """Per-epoch validation: recall and nDCG at k of the user tower against the item tower."""
+
+    def __new__(cls, *args, **kwargs):
+        import keras
+
+        class _Callback(keras.callbacks.Callback):
+            def __init__(self, validation: "Holdout", spec: ModelSpec, k: int, models):
+                super().__init__()
+                self.validation, self.spec, self.k, self.models = validation, spec, k, models
+
+            def on_epoch_end(self, epoch, logs=None):
+                from ml.score import Scorer
+
+                scorer = Scorer(self.models.profile, self.models.item, self.spec)
+                recs, _ = model_recommendations(scorer, self.validation, self.k)
+                report = ranking_report(recs, self.validation.truth, self.k, self.validation.catalog_size)
+                if logs is not None:
+                    logs["val_recall_at_k"] = report["recall_at_k"]
+                    logs["val_ndcg_at_k"] = report["ndcg_at_k"]
+
+        return _Callback(*args, **kwargs)
+
+
+def _numeric_sample(files, spec: ModelSpec, rows: int) -> np.ndarray:
+    table = read_table(files, columns=[*spec.numeric_features, *spec.share_features], max_rows=rows)
+    return user_numeric(table, spec)
+
+
+def fit(cfg: Config, spec: ModelSpec, snapshot: Snapshot, items, dates, boundary: dt.date, epochs: int,
+        device, validation: Holdout | None = None, k: int = 10) -> FitResult:
+    """Build a fresh model and fit it on the examples of `dates`; with `validation`, stop early on
+    validation nDCG@k and keep the best epoch's weights."""
+    import keras
+
+    from ml.model import ModelParams, build_models
+
+    params = ModelParams.from_config(cfg)
+    seed = int(cfg.get("model.seed", 7))
+    keras.utils.set_random_seed(seed)
+    files = snapshot.files(dates)
+    chunks = chunks_of(files)
+    if not chunks:
+        raise InputDataError(f"the training snapshot has no rows for as-of dates {', '.join(map(str, dates))}")
+    stats = label_stats(chunks, spec, boundary)
+    if stats.examples_with_positives == 0:
+        raise InputDataError(f"no training example as of {', '.join(map(str, dates))} has an item in its label window; "
+                             "the events after those dates are missing")
+    spec.item_log_q = stats.item_log_q.tolist()
+    spec.churn_trained = stats.churn_labelled > 0
+    item_sample = np.concatenate([t.numeric[t.rows] for t in items.values()]) if items else None
+    with device.scope():
+        models = build_models(spec, params, _numeric_sample(files, spec, 20_000), item_sample,
+                              stats.tag_pos_weight(), device.mixed_precision)
+    data = ExampleDataset(chunks, spec, items, int(cfg.get("model.batch_size", 256)),
+                          LossWeights(stats.segment_weights(), boundary), stats.item_log_q, seed=seed,
+                          positives_per_row=int(cfg.get("model.positives_per_row", 1)))
+    callbacks: list = [keras.callbacks.TerminateOnNaN()]
+    if validation is not None:
+        callbacks.append(RetrievalValidation(validation, spec, k, models))
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_ndcg_at_k", mode="max", patience=int(cfg.get("model.patience", 2)), restore_best_weights=True))
+    history = models.train.fit(data, epochs=epochs, callbacks=callbacks, verbose=0).history
+    losses = history.get("loss", [])
+    if not losses or not all(math.isfinite(v) for v in losses):
+        raise PortraitError(f"training diverged (loss {losses[-1] if losses else 'missing'}); "
+                            "lower model.learning_rate or check the features for extreme values")
+    best = int(np.nanargmax(history["val_ndcg_at_k"])) + 1 if validation is not None else len(losses)
+    return FitResult(models, {k2: [float(v) for v in vals] for k2, vals in history.items()}, best, stats)
+
+
+def cross_validate(cfg: Config, spec: ModelSpec, snapshot: Snapshot, items, device, k: int,
+                   epochs: int) -> dict[str, float]:
+    """Optional (`model.cv_folds` >= 2): rolling-origin folds inside the training split, each fitted
+    and validated like the selection run; returns the mean and spread of validation nDCG/recall."""
+    from dataclasses import replace
+
+    from ml.dataset import rolling_folds
+
+    folds = rolling_folds(snapshot.plan, int(cfg.get("model.cv_folds", 0) or 0))
+    if len(folds) < 2:
+        return {}
+    ndcg, recall = [], []
+    for train_dates, validation_date in folds:
+        plan = replace(snapshot.plan, validation_as_of=validation_date)
+        fold = Snapshot(snapshot.root, plan, snapshot.rows, snapshot.table_versions)
+        validation = load_holdout(fold, int(cfg.get("model.eval_max_users", 50_000)), split="validation")
+        validation.boundary = validation_date + dt.timedelta(days=plan.horizon_days)
+        result = fit(cfg, spec, fold, items, train_dates, validation_date, epochs, device, validation, k)
+        ndcg.append(max(result.history["val_ndcg_at_k"]))
+        recall.append(result.history["val_recall_at_k"][int(np.argmax(result.history["val_ndcg_at_k"]))])
+    return {"cv_folds": float(len(folds)), "cv_ndcg_at_k_mean": float(np.mean(ndcg)),
+            "cv_ndcg_at_k_std": float(np.std(ndcg)), "cv_recall_at_k_mean": float(np.mean(recall)),
+            "cv_recall_at_k_std": float(np.std(recall))}
+
+
+# --- the whole candidate: fit, test, compare, log, register ---------------------------------------
+
+@dataclass
+class TrainOutcome:
+    run_id: str
+    version: str
+    alias: str
+    reason: str
+    metrics: dict[str, float]
+    baselines: dict[str, dict[str, float]]
+    champion_metrics: dict[str, float] | None
+    plan: SplitPlan
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
+                       baseline_recs: dict[str, dict[str, list[str]]], run_date: dt.date,
+                       extra_params: dict[str, Any] | None = None) -> TrainOutcome:
+    import mlflow
+
+    from jobs.features import FEATURE_VERSION
+    from ml.devices import detect
+    from ml.model import ModelParams
+    from ml.registry import champion_run, configure_mlflow, decide
+    from ml.score import Scorer, load_scorer
+
+    plan = snapshot.plan
+    k = int(cfg.get("recommend.k", 10))
+    device = detect(cfg)
+    device.apply_precision()
+    spec = build_spec(cfg, snapshot.files(plan.train_as_of), snapshot.files(plan.as_of_dates(), "items"), plan,
+                      FEATURE_VERSION)
+    items = load_items({d: snapshot.files([d], "items") for d in plan.as_of_dates()}, spec)
+    validation = load_holdout(snapshot, int(cfg.get("model.eval_max_users", 50_000)), split="validation")
+    max_epochs = int(cfg.get("model.epochs", 8))
+    cross_validation = cross_validate(cfg, spec, snapshot, items, device, k, max_epochs)
+    selection = fit(cfg, spec, snapshot, items, plan.train_as_of, plan.boundary("train"), max_epochs, device,
+                    validation, k)
+    final = selection
+    if bool(cfg.get("model.refit", True)):
+        final = fit(cfg, spec, snapshot, items, plan.refit_as_of, plan.boundary("refit"), selection.best_epoch, device)
+    scorer = Scorer(final.models.profile, final.models.item, spec)
+    metrics, detail = evaluate_candidate(scorer, holdout, k)
+    ground_truth = ground_truth_report(cfg, detail["scores"], spec, holdout.table)
+    baselines = {name: ranking_report(recs, holdout.truth, k, holdout.catalog_size)
+                 for name, recs in baseline_recs.items()}
+
+    configure_mlflow(cfg)
+    champion_metrics, note = None, ""
+    version_row, champion = champion_run(cfg)
+    if version_row is not None:
+        try:
+            champion_metrics, _ = evaluate_candidate(
+                load_scorer(f"models:/{cfg.get('mlflow.registered_model')}/{version_row.version}", version_row.version),
+                holdout, k)
+        except Exception as exc:  # an incompatible champion (other features) cannot be compared
+            note = f"champion version {version_row.version} could not score this holdout ({type(exc).__name__}: {exc})"
+            log.warning("%s", note)
+    decision = decide(metrics, champion_metrics, float(cfg.get("model.gate_margin", 0.0)), GATE_METRIC,
+                      {n: b for n, b in baselines.items() if n in _gated_baselines(cfg)}, champion_note=note)
+
+    with mlflow.start_run(run_name=f"profile-{run_date}") as active:
+        params = {**ModelParams.from_config(cfg).to_params(), **_flat_params(cfg), "run_date": run_date.isoformat(), "feature_version": FEATURE_VERSION,
+                  "device": device.describe(), "k": k, "best_epoch": selection.best_epoch,
+                  "train_rows": selection.stats.rows, "refit_rows": final.stats.rows,
+                  "holdout_users": len(holdout.truth), "churn_trained": spec.churn_trained,
+                  **{f"split.{key}": (",".join(v) if isinstance(v, list) else v) for key, v in plan.to_dict().items()},
+                  **{f"data_version.{t}": v for t, v in snapshot.table_versions.items()},
+                  **(extra_params or {})}
+        mlflow.log_params({k2: str(v)[:500] for k2, v in params.items()})
+        for name, values in selection.history.items():
+            for epoch, value in enumerate(values):
+                mlflow.log_metric(name, value, step=epoch)
+        if final is not selection:
+            for name, values in final.history.items():
+                for epoch, value in enumerate(values):
+                    mlflow.log_metric(f"refit_{name}", value, step=epoch)
+        clean = lambda d: {k2: float(v) for k2, v in d.items() if v is not None and math.isfinite(float(v))}  # noqa: E731
+        mlflow.log_metrics(clean({f"test_{m}": v for m, v in metrics.items()}))
+        mlflow.log_metrics(clean(ground_truth))
+        mlflow.log_metrics(clean(cross_validation))
+        for name, values in baselines.items():
+            mlflow.log_metrics(clean({f"baseline_{name}_{m}": v for m, v in values.items()}))
+        if champion_metrics:
+            mlflow.log_metrics(clean({f"champion_{m}": v for m, v in champion_metrics.items()}))
+        with tempfile.TemporaryDirectory() as folder:
+            _log_plots(Path(folder), selection, final, detail, spec)
+            info = _log_model(Path(folder), final.models, spec, holdout, cfg)
+        version = str(info.registered_model_version)
+        from ml.registry import apply_gate
+
+        apply_gate(cfg, version, decision)
+        mlflow.set_tags({"gate_alias": decision.alias, "gate_reason": decision.reason, "model_version": version})
+        run_id = active.info.run_id
+    return TrainOutcome(run_id, version, decision.alias, decision.reason, metrics, baselines, champion_metrics, plan,
+                        {"ground_truth": ground_truth, "best_epoch": selection.best_epoch})
+
+
+def _gated_baselines(cfg: Config) -> tuple[str, ...]:
+    value = cfg.get("model.gate_baselines", list(BASELINES))
+    return tuple(value or ())
+
+
+def _flat_params(cfg: Config) -> dict[str, Any]:
+    model = cfg.get("model", {}) or {}
+    return {f"model.{k}": v for k, v in model.items() if not isinstance(v, dict)}
 
 
 def _pip_requirements() -> list[str]:
     """Explicit requirements: MLflow's inference of them costs ~20 s per log."""
     import importlib.metadata as md
 
-    reqs = [f"keras=={md.version('keras')}", f"mlflow=={md.version('mlflow')}", f"numpy=={md.version('numpy')}"]
+    reqs = [f"{p}=={md.version(p)}" for p in ("keras", "mlflow", "numpy", "pandas", "pyarrow")]
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-    if backend == "tensorflow":
-        reqs.append(f"tensorflow-cpu=={md.version('tensorflow-cpu')}")
+    reqs.append(f"tensorflow-cpu=={md.version('tensorflow-cpu')}" if backend == "tensorflow" else
+                f"{backend}=={md.version(backend)}")
     return reqs
 
 
-def evaluate_tags(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    return {
-        "tag_auc": roc_auc(labels, scores),
-        "tag_micro_f1_top3": micro_f1(labels, top_k_tags(scores, TOP_K_TAGS)),
-    }
-
-
-def run(spark: "SparkSession", cfg: Config, run_date: dt.date) -> StepResult:
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import keras
+def _log_model(folder: Path, models, spec: ModelSpec, holdout: Holdout, cfg: Config):
     import mlflow
     from mlflow.models import infer_signature
 
-    from ml.model import ModelParams, build_profile_model
-    from ml.registry import apply_gate, configure_mlflow, current_champion_metric, decide, model_name
+    from ml.pyfunc import PortraitProfileModel, save_artifacts
 
-    frame, as_of = training_frame(spark, cfg, run_date)
-    x = feature_matrix(frame)
-    y = np.stack(frame["labels"].map(lambda a: np.asarray(a, dtype="float32")).to_numpy())
-    seed = int(cfg.get("model.seed", 7))
-    is_val = split_users(frame["user_key"], float(cfg.get("model.validation_share", 0.2)), seed)
+    # The requirements are explicit; copying the project's uv.lock into every model adds nothing.
+    os.environ.setdefault("MLFLOW_LOG_UV_FILES", "false")
+    artifacts = save_artifacts(models, spec, folder / "model", holdout.items)
+    example = holdout.table.select([c for c in spec.user_columns() if c in holdout.table.column_names]).slice(0, 3)
+    example = example.to_pandas()
+    example["user_key"] = [f"example-user-{i}" for i in range(len(example))]
+    from ml.dataset import encode_items
 
-    keras.utils.set_random_seed(seed)
-    params = ModelParams(
-        n_features=x.shape[1], n_tags=len(TOP_LEVEL),
-        hidden_units=int(cfg.get("model.hidden_units")), embedding_dim=int(cfg.get("model.embedding_dim")),
-        learning_rate=float(cfg.get("model.learning_rate")),
+    wrapper = PortraitProfileModel()
+    wrapper.profile, wrapper.item, wrapper.spec = models.profile, models.item, spec
+    wrapper.items = encode_items(holdout.items, spec)
+    signature = infer_signature(example, wrapper.predict(None, example))
+    return mlflow.pyfunc.log_model(
+        name="model", python_model=PortraitProfileModel(), artifacts=artifacts, signature=signature,
+        input_example=example, pip_requirements=_pip_requirements(),
+        registered_model_name=str(cfg.get("mlflow.registered_model")),
     )
-    model = build_profile_model(params, feature_sample=x[~is_val])
 
+
+def _log_plots(folder: Path, selection: FitResult, final: FitResult, detail: dict, spec: ModelSpec) -> None:
+    """Training curves, per-tag F1 and calibration as PNG artifacts (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    from ml.evaluate import calibration_table
+
+    plots = folder / "plots"
+    plots.mkdir()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for name in ("loss", "interest_tags_loss", "retrieval_loss", "segment_loss", "churn_loss"):
+        if name in selection.history:
+            left.plot(range(1, len(selection.history[name]) + 1), selection.history[name], label=name)
+    left.set_xlabel("epoch"), left.set_title("training losses (selection run)"), left.legend(fontsize=7)
+    for name in ("val_recall_at_k", "val_ndcg_at_k"):
+        if name in selection.history:
+            right.plot(range(1, len(selection.history[name]) + 1), selection.history[name], marker="o", label=name)
+    right.axvline(selection.best_epoch, color="grey", linestyle=":", label="best epoch")
+    right.set_xlabel("epoch"), right.set_title("validation retrieval"), right.legend(fontsize=7)
+    fig.tight_layout(), fig.savefig(plots / "training_curves.png", dpi=110), plt.close(fig)
+
+    active = detail["active"]
+    f1 = per_tag_f1(detail["tag_labels"][active], top_k_tags(detail["scores"].tag_scores[active], 3))
+    fig, ax = plt.subplots(figsize=(11, 4))
+    ax.bar(range(len(spec.tags)), np.nan_to_num(f1))
+    ax.set_xticks(range(len(spec.tags)), spec.tags, rotation=70, fontsize=7)
+    ax.set_ylabel("F1 (top-3 tags)"), ax.set_title("per-tag F1 on the held-out days")
+    fig.tight_layout(), fig.savefig(plots / "per_tag_f1.png", dpi=110), plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    curves = [("interest tags", detail["tag_labels"][active], detail["scores"].tag_scores[active])]
+    if detail["churn_observable"].any():
+        curves.append(("churn", detail["churn_labels"][detail["churn_observable"]],
+                       detail["scores"].churn[detail["churn_observable"]]))
+    for label, y, p in curves:
+        table = calibration_table(y, np.clip(p, 0, 1), bins=10)
+        filled = table[table["count"] > 0]
+        ax.plot(filled["mean_score"], filled["observed_rate"], marker="o", label=label)
+    ax.set_xlabel("predicted"), ax.set_ylabel("observed"), ax.set_title("calibration (held-out days)"), ax.legend()
+    fig.tight_layout(), fig.savefig(plots / "calibration.png", dpi=110), plt.close(fig)
+    mlflow.log_artifacts(str(plots), artifact_path="plots")
+    (folder / "spec.json").write_text(spec.to_json(), encoding="utf-8")
+    mlflow.log_artifact(str(folder / "spec.json"))
+
+
+# --- the Spark side ---------------------------------------------------------------------------------
+
+def input_versions(spark: "SparkSession", cfg: Config) -> dict[str, int | None]:
+    """The Delta version of every input table: which data this model saw."""
+    from jobs.common.delta import table_version
+
+    return {name: table_version(spark, cfg, name) for name in INPUT_TABLES}
+
+
+def baseline_recommendations(spark: "SparkSession", cfg: Config, plan: SplitPlan, users: list[str],
+                             k: int) -> dict[str, dict[str, list[str]]]:
+    """Each configured baseline's top k for `users`, trained on the events up to the test as-of date."""
+    from pyspark.sql import functions as F
+
+    from jobs.common.delta import read_table as read_delta
+    from ml import baselines
+
+    names = [str(n) for n in (cfg.get("model.baselines", list(BASELINES)) or [])]
+    unknown = sorted(set(names) - set(BASELINES))
+    if unknown:
+        raise ConfigError(f"model.baselines has unknown names {unknown}; known: {', '.join(BASELINES)}")
+    events = read_delta(spark, cfg, "silver.events").where(F.col("event_date") <= F.lit(plan.run_date))
+    if "landed_date" in events.columns:
+        events = events.where(F.col("landed_date").isNull() | (F.col("landed_date") <= F.lit(plan.run_date)))
+    train, _ = baselines.temporal_split(events, plan.test_as_of, plan.horizon_days)
+    train = train.cache()
+    user_frame = spark.createDataFrame([(u,) for u in users], "user_key string")
+    out = {}
+    for name in names:
+        if name == "popularity":
+            recs = baselines.popularity(train, user_frame, k)
+        elif name == "cooccurrence":
+            recs = baselines.cooccurrence(train, k)
+        else:
+            recs = baselines.als(train, k, seed=int(cfg.get("model.seed", 7)), num_blocks=2)
+        rows = recs.join(user_frame, "user_key", "left_semi").select("user_key", "item_id", "rank").collect()
+        lists: dict[str, list[tuple[int, str]]] = {}
+        for row in rows:
+            lists.setdefault(row["user_key"], []).append((int(row["rank"]), row["item_id"]))
+        out[name] = {u: [i for _, i in sorted(v)] for u, v in lists.items()}
+    train.unpersist()
+    return out
+
+
+def _sample_users(spark: "SparkSession", cfg: Config, run_date: dt.date, limit: int):
+    """`limit` users chosen by hash (the same ones every run), as a one-column DataFrame."""
+    from pyspark.sql import functions as F
+
+    from jobs.features import latest_snapshot
+
+    users = latest_snapshot(spark, cfg, "silver.users", run_date).select("user_key").distinct()
+    return users.orderBy(F.sha1(F.col("user_key")), "user_key").limit(limit)
+
+
+def run(spark: "SparkSession", cfg: Config, run_date: dt.date, retrain: str = "auto",
+        sample_users: int | None = None) -> StepResult:
+    """Train, evaluate and gate a candidate for `run_date`, unless the cadence says to reuse the champion."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    from pyspark.sql import functions as F
+
+    from jobs.common.delta import read_table as read_delta
+    from ml.registry import configure_mlflow, require_champion
+
+    retrain = str(retrain or "auto").lower()
     configure_mlflow(cfg)
-    with mlflow.start_run(run_name=f"profile-{run_date}") as active:
-        mlflow.log_params({**params.__dict__, "epochs": cfg.get("model.epochs"), "batch_size": cfg.get("model.batch_size"),
-                           "seed": seed, "features_as_of": as_of.isoformat(), "run_date": run_date.isoformat(),
-                           "train_users": int((~is_val).sum()), "validation_users": int(is_val.sum())})
-        history = model.fit(
-            x[~is_val], y[~is_val], validation_data=(x[is_val], y[is_val]),
-            epochs=int(cfg.get("model.epochs")), batch_size=int(cfg.get("model.batch_size")), verbose=0,
-        )
-        for epoch in range(len(history.history["loss"])):
-            mlflow.log_metrics({k: float(v[epoch]) for k, v in history.history.items()}, step=epoch)
-
-        val_scores = model.predict(x[is_val], verbose=0)
-        metrics = {f"val_{k}": v for k, v in evaluate_tags(y[is_val], val_scores).items()}
-        # Reference: the user's current category affinity taken as next week's interest.
-        affinity = x[is_val][:, len(FEATURE_NAMES) - len(TOP_LEVEL):]
-        metrics.update({f"baseline_affinity_{k}": v for k, v in evaluate_tags(y[is_val], affinity).items()})
-        mlflow.log_metrics(metrics)
-
-        info = mlflow.keras.log_model(
-            model, name="model", signature=infer_signature(x[:5], val_scores[:5]),
-            pip_requirements=_pip_requirements(), registered_model_name=model_name(cfg),
-        )
-        version = str(info.registered_model_version)
-        decision = decide(metrics[GATE_METRIC], current_champion_metric(cfg, GATE_METRIC),
-                          float(cfg.get("model.gate_margin", 0.0)), GATE_METRIC)
-        apply_gate(cfg, version, decision)
-        mlflow.set_tags({"gate_alias": decision.alias, "gate_reason": decision.reason})
-        run_id = active.info.run_id
-
     result = StepResult("train", run_date)
-    result.details.update({"run_id": run_id, "model_version": version, "alias": decision.alias,
-                           "gate_reason": decision.reason, "metrics": metrics, "examples": int(len(frame))})
+    needed, why = retrain_needed(cfg, run_date, retrain)
+    if not needed:
+        version, run_id = require_champion(cfg)
+        result.details.update({"retrained": False, "reason": why, "model_version": version, "run_id": run_id,
+                               "alias": "champion"})
+        log.info("train %s: %s", run_date, why)
+        return result
+
+    first_day = read_delta(spark, cfg, "silver.events").agg(F.min("event_date")).collect()[0][0]
+    plan = plan_from_config(cfg, run_date, first_day)
+    limit = int(sample_users or 0)
+    users = _sample_users(spark, cfg, run_date, limit) if limit > 0 else None
+    snapshot = write_snapshot(spark, cfg, plan, snapshot_root(cfg, run_date), users=users)
+    snapshot.table_versions = input_versions(spark, cfg)
+    k = int(cfg.get("recommend.k", 10))
+    holdout = load_holdout(snapshot, int(cfg.get("model.eval_max_users", 50_000)))
+    baseline_recs = baseline_recommendations(spark, cfg, plan, holdout.users, k)
+    outcome = train_and_register(cfg, snapshot, holdout, baseline_recs, run_date,
+                                 {"retrain": retrain, "retrain_reason": why, "sample_users": limit or ""})
+    result.details.update({
+        "retrained": True, "reason": why, "run_id": outcome.run_id, "model_version": outcome.version,
+        "alias": outcome.alias, "gate_reason": outcome.reason,
+        "test_recall_at_k": outcome.metrics["recall_at_k"], "test_ndcg_at_k": outcome.metrics["ndcg_at_k"],
+        "baselines": {n: {"recall_at_k": b["recall_at_k"], "ndcg_at_k": b["ndcg_at_k"]}
+                      for n, b in outcome.baselines.items()},
+    })
     return result

@@ -1,34 +1,108 @@
+"""Scoring: candidate evidence by hand, the profile columns, and the whole path from gold rows through a
+real (small, untrained) model to re-ranked recommendations."""
+
 import datetime as dt
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
-from jobs.score import transform_recommendations
+from jobs.score import candidate_sources
 
-pytestmark = pytest.mark.spark
 D = dt.date(2026, 11, 14)
 
 
-def test_recommendations_rank_by_tag_and_popularity_and_skip_bought_items(spark):
-    profile = spark.createDataFrame(
-        [("a", D, [("electronics", 0.9), ("beauty", 0.6), ("pets", 0.5)])],
-        "user_key string, as_of_date date, interest_tags array<struct<tag:string,score:double>>",
-    )
-    items = spark.createDataFrame(
-        [("i1", "electronics", 3.0), ("i3", "electronics", 1.0), ("i2", "beauty", 1.0), ("i9", "pets", 9.0)],
-        "item_id string, category string, popularity double",
-    )
-    purchased = spark.createDataFrame([("a", "i1")], "user_key string, item_id string")
-    rows = transform_recommendations(profile, items, purchased, k=2, candidate_categories=2).orderBy("rank").collect()
-    # i1 was bought; pets is the third tag and only two candidate categories are used.
-    assert [(r["rank"], r["item_id"]) for r in rows] == [(1, "i2"), (2, "i3")]
-    assert rows[0]["score"] == pytest.approx(0.6, abs=1e-5)
-    assert rows[1]["score"] == pytest.approx(0.9 * (1 + 1e-6) / (4 + 2e-6), abs=1e-6)
-    assert rows[0]["reason"] == "popular in beauty, your interest tag (0.60)"
+def test_candidate_sources_by_hand():
+    categories = np.array([["pets", "beauty", "toys", ""]], dtype=object)
+    top_tags = np.array([["beauty", "books", "food"]], dtype=object)
+    seq_categories = np.array([["pets", "toys", "pets", ""]], dtype=object)
+    seq_items = np.array([["i1", "i2", "i3", ""]], dtype=object)
+    source, evidence = candidate_sources(categories, top_tags, seq_categories, seq_items)
+    assert source.tolist() == [["similar_item", "tag", "similar_item", "embedding"]]
+    assert evidence.tolist() == [["i3", "beauty", "i2", ""]]   # i3: the most recent pets item
 
 
-def test_recommendations_are_empty_when_every_candidate_was_bought(spark):
-    profile = spark.createDataFrame([("a", D, [("beauty", 0.6)])],
-                                    "user_key string, as_of_date date, interest_tags array<struct<tag:string,score:double>>")
-    items = spark.createDataFrame([("i2", "beauty", 1.0)], "item_id string, category string, popularity double")
-    purchased = spark.createDataFrame([("a", "i2")], "user_key string, item_id string")
-    assert transform_recommendations(profile, items, purchased, k=5, candidate_categories=3).count() == 0
+def test_candidate_sources_without_history_fall_back_to_embedding():
+    source, evidence = candidate_sources(np.array([["pets"]], dtype=object), np.array([["beauty"]], dtype=object),
+                                         np.zeros((1, 0), dtype=object), np.zeros((1, 0), dtype=object))
+    assert (source.tolist(), evidence.tolist()) == ([["embedding"]], [[""]])
+
+
+FEATURES = ("user_key string, as_of_date date, age_band string, gender string, city string, active_days_30d double, "
+            "n_purchases_90d double, n_carts_30d double, price_index double, recency_days double, n_events_30d double, "
+            "avg_rating double, monetary_90d double, feature_version string")
+
+
+@pytest.mark.spark
+def test_profile_takes_segment_and_churn_from_the_model(spark):
+    from jobs.score import SCORED_SCHEMA, transform_profile
+
+    features = spark.createDataFrame(
+        [("a", D, "25-34", "F", "Shanghai", 12.0, 2.0, 1.0, 0.7, 0.0, 40.0, 4.5, 300.0, "2"),
+         ("b", D, "35-44", "M", "Beijing", 0.0, 0.0, 0.0, 1.0, 14.0, 0.0, 0.0, 0.0, "2")], FEATURES)
+    scored = spark.createDataFrame(
+        [("a", [("beauty", 0.9)], ["beauty"], "premium_shopper", 0.25, [0.5, 0.5], [])], SCORED_SCHEMA)
+    rows = {r["user_key"]: r for r in transform_profile(features, scored.drop("candidates"), "7").collect()}
+    a, b = rows["a"], rows["b"]
+    assert (a["segment_id"], a["churn_risk"], a["activity_level"], a["price_band"]) == (
+        "premium_shopper", 0.25, "high", "budget")
+    assert a["segment_name"] == "Premium shopper (buys above category median)"
+    assert (a["model_version"], a["feature_version"], a["user_embedding"]) == ("7", "2", [0.5, 0.5])
+    # b was not scored: the rules stand in (no activity in 30 days -> dormant; churn 1 - exp(-14/7))
+    assert (b["segment_id"], b["churn_risk"], b["interest_tags"]) == ("dormant", pytest.approx(0.8647, abs=1e-4), [])
+    untrained = {r["user_key"]: r for r in transform_profile(features, scored.drop("candidates"), "7",
+                                                             churn_from_model=False).collect()}
+    assert untrained["a"]["churn_risk"] == 0.0   # recency 0: the rule, not the untrained head
+
+
+@pytest.mark.spark
+def test_gold_rows_through_the_model_to_reranked_recommendations(spark, tmp_path):
+    from pyspark.sql import functions as F
+
+    from jobs.rerank import rerank
+    from jobs.score import score_users, transform_profile
+    from ml.model import ModelParams, build_models
+    from ml.score import Scorer
+    from tests.conftest import make_config
+    from tests.test_model import tiny_spec
+
+    spec = tiny_spec(numeric_features=["n_events_30d"], log_features=[], sequence_item_features=["price"])
+    models = build_models(spec, ModelParams(embedding_dim=8, history_code_dim=4, hidden_units=8,
+                                            item_embedding_dim=4, gru_units=4))
+    scorer = Scorer(models.profile, models.item, spec, "3")
+    users = spark.createDataFrame(
+        [("a", 3.0, "F", ["i1", "i2"], ["pets", "beauty"], ["view", "purchase"], [0, 60]),
+         ("b", 0.0, "M", None, None, None, None)],
+        "user_key string, n_events_30d double, gender string, seq_item_ids array<string>, "
+        "seq_categories array<string>, seq_event_types array<string>, seq_gaps array<long>")
+    items = pa.table({"item_id": ["i1", "i2", "i3", "i4", "i5"], "category": ["pets", "beauty", "pets", "beauty", "pets"],
+                      "brand": ["acme"] * 5, "price": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    cfg = make_config(tmp_path, PORTRAIT__RECOMMEND__CANDIDATES="4")
+    scored, count = score_users(spark, cfg, scorer, "unused-on-the-driver", users, items)
+    rows = {r["user_key"]: r for r in scored.collect()}
+    assert count == 2 and set(rows) == {"a", "b"}
+    a = rows["a"]
+    assert len(a["user_embedding"]) == 8                       # the constant of the bias trick is dropped
+    assert [t["tag"] for t in a["interest_tags"]] in (["beauty", "pets"], ["pets", "beauty"])
+    assert a["model_segment"] in spec.segments and 0.0 <= a["model_churn"] <= 1.0
+    candidates = a["candidates"]
+    assert len(candidates) == 4 and candidates[0]["score"] == 1.0
+    assert [c["score"] for c in candidates] == sorted((c["score"] for c in candidates), reverse=True)
+    assert {c["source"] for c in candidates} <= {"tag", "similar_item", "embedding"}
+    assert all(c["evidence"] in ("i1", "i2") for c in candidates if c["source"] == "similar_item")
+    assert all(c["evidence"] in ("pets", "beauty") for c in candidates if c["source"] == "tag")
+
+    exploded = scored.select("user_key", F.explode("candidates").alias("c")).select(
+        "user_key", "c.item_id", "c.score", "c.source", "c.evidence")
+    bought = spark.createDataFrame([("a", "i1"), ("a", "i3")], "user_key string, item_id string")
+    catalogue = spark.createDataFrame([(r, c, "acme", 1.0, True) for r, c in zip(items.column("item_id").to_pylist(),
+                                                                                 items.column("category").to_pylist())],
+                                      "item_id string, category string, brand string, price double, available boolean")
+    recs = rerank(exploded, bought, catalogue, k=3, mmr_lambda=0.7, rules={}).collect()
+    by_user: dict[str, list] = {}
+    for r in recs:
+        by_user.setdefault(r["user_key"], []).append(r)
+    assert sorted(r["rank"] for r in by_user["a"]) == list(range(1, len(by_user["a"]) + 1))
+    assert not {r["item_id"] for r in by_user["a"]} & {"i1", "i3"}     # bought items never come back
+    assert all(r["reason"] for r in recs) and all(0.0 <= r["score"] <= 1.0 for r in recs)
+    assert len(by_user["b"]) == 3

@@ -1,0 +1,70 @@
+"""Candidate retrieval: user embedding . item embedding, top N per user, skipping excluded items.
+
+Scores are exact dot products over the whole catalogue, in blocks of users so memory stays bounded
+(users x items floats per block). With the bias trick (the user vector ends in 1, the item vector in
+its bias) the dot product is the model's full logit of P(item | user).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+
+def top_items(user_vectors: np.ndarray, item_vectors: np.ndarray, k: int,
+              excluded: Sequence[Sequence[int]] | None = None, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, scores), each (users, k): the k best items per user, best first.
+
+    `excluded[u]` lists item positions user u must not get (bought items). Ties break by the
+    lower item position, so reruns agree. With fewer than k eligible items the rest is -1 / -inf.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    users, items = len(user_vectors), len(item_vectors)
+    take = min(k, items)
+    indices = np.full((users, k), -1, dtype=np.int64)
+    scores = np.full((users, k), -np.inf, dtype=np.float64)
+    if users == 0 or items == 0:
+        return indices, scores
+    item_vectors = np.asarray(item_vectors, dtype=np.float32)
+    for start in range(0, users, block):
+        stop = min(start + block, users)
+        block_scores = np.asarray(user_vectors[start:stop], dtype=np.float32) @ item_vectors.T
+        block_scores = block_scores.astype(np.float64)
+        if excluded is not None:
+            for row, user in enumerate(range(start, stop)):
+                if len(excluded[user]):
+                    block_scores[row, np.asarray(excluded[user], dtype=np.int64)] = -np.inf
+        # argpartition finds the k best cheaply; a stable sort of those k orders them (ties by position).
+        part = np.argpartition(-block_scores, take - 1, axis=1)[:, :take] if take < items else \
+            np.tile(np.arange(items), (stop - start, 1))
+        part_scores = np.take_along_axis(block_scores, part, axis=1)
+        order = np.lexsort((part, -part_scores), axis=1)
+        best = np.take_along_axis(part, order, axis=1)
+        best_scores = np.take_along_axis(part_scores, order, axis=1)
+        best = np.where(np.isfinite(best_scores), best, -1)
+        indices[start:stop, :take] = best
+        scores[start:stop, :take] = best_scores
+    return indices, scores
+
+
+def ranked_lists(user_keys: Sequence[str], item_ids: Sequence[str], indices: np.ndarray) -> dict[str, list[str]]:
+    """user_key -> recommended item ids in rank order (dropping the -1 fillers)."""
+    return {user: [item_ids[i] for i in row if i >= 0] for user, row in zip(user_keys, indices)}
+
+
+def relative_scores(scores: np.ndarray) -> np.ndarray:
+    """exp(logit - the user's best logit): 1 for the top item, in (0, 1] below it, 0 for fillers.
+
+    The same order as the logits, on a scale the re-ranker can weigh against diversity.
+    """
+    best = np.where(np.isfinite(scores[:, :1]), scores[:, :1], 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        relative = np.exp(np.where(np.isfinite(scores), scores - best, -np.inf))
+    return np.nan_to_num(relative, nan=0.0)
+
+
+def positions(values: Sequence[Sequence[str]], index: Mapping[str, int]) -> list[list[int]]:
+    """Each list of ids as positions in `index`, unknown ids dropped."""
+    return [[index[v] for v in row if v in index] for row in values]

@@ -1,0 +1,234 @@
+"""Training: labels by hand, the retrain cadence, the gate against the champion on the same holdout,
+and bad input that fails clearly without touching the registry. Real MLflow (SQLite in tmp), real
+Keras training on tiny synthetic snapshots."""
+
+import datetime as dt
+import shutil
+
+import pytest
+
+from jobs.common.errors import ConfigError, InputDataError, PortraitError
+from ml.registry import CHALLENGER, CHAMPION, configure_mlflow
+from tests.conftest import make_config
+
+D = dt.date(2026, 11, 14)
+
+
+def _cfg(tmp_path, **model):
+    env = {f"PORTRAIT__MODEL__{k.upper()}": str(v) for k, v in model.items()}
+    env.setdefault("PORTRAIT__MODEL__SEQUENCE_LENGTH", "10")
+    env.setdefault("PORTRAIT__MODEL__BATCH_SIZE", "64")
+    env.setdefault("PORTRAIT__MODEL__DEVICE", "cpu")
+    env.setdefault("PORTRAIT__MODEL__HIDDEN_UNITS", "32")
+    env.setdefault("PORTRAIT__MODEL__GRU_UNITS", "16")
+    env.setdefault("PORTRAIT__MODEL__ITEM_EMBEDDING_DIM", "16")
+    env.setdefault("PORTRAIT__MODEL__EMBEDDING_DIM", "16")
+    env.setdefault("PORTRAIT__MODEL__HISTORY_CODE_DIM", "8")
+    env.setdefault("PORTRAIT__MODEL__POSITIVES_PER_ROW", "2")
+    return make_config(tmp_path, **env)
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory):
+    from ml.synthetic import synthetic_snapshot
+
+    return synthetic_snapshot(tmp_path_factory.mktemp("snapshot"), users=240, items=120, sequence_length=10)
+
+
+def _registry(cfg):
+    from mlflow import MlflowClient
+
+    configure_mlflow(cfg)
+    client = MlflowClient()
+    name = cfg.get("mlflow.registered_model")
+    versions = client.search_model_versions(f"name='{name}'")
+    return client, name, versions
+
+
+# --- the gate on the same holdout -----------------------------------------------------------------
+
+def test_a_worse_configuration_does_not_move_champion(tmp_path, snapshot):
+    from ml.train import load_holdout, train_and_register
+
+    holdout = load_holdout(snapshot, 10_000)
+    good = train_and_register(_cfg(tmp_path, epochs=3, learning_rate=0.01), snapshot, holdout, {}, D)
+    assert (good.alias, good.version) == (CHAMPION, "1")
+    assert "no champion yet" in good.reason
+
+    worse = train_and_register(_cfg(tmp_path, epochs=1, learning_rate=1e-7, refit="false"), snapshot, holdout, {}, D)
+    assert worse.alias == CHALLENGER
+    assert "does not beat champion" in worse.reason
+    # The champion was scored again on this very holdout, and scores what it scored when it was trained.
+    assert worse.champion_metrics["ndcg_at_k"] == pytest.approx(good.metrics["ndcg_at_k"], abs=1e-9)
+    assert worse.metrics["ndcg_at_k"] < good.metrics["ndcg_at_k"]
+
+    client, name, versions = _registry(_cfg(tmp_path))
+    assert str(client.get_model_version_by_alias(name, CHAMPION).version) == "1"
+    assert str(client.get_model_version_by_alias(name, CHALLENGER).version) == "2"
+    assert "does not beat champion" in client.get_model_version("portrait-profile", "2").tags["gate_reason"]
+    run = client.get_run(worse.run_id)
+    assert run.data.tags["gate_alias"] == CHALLENGER
+    assert run.data.metrics["champion_ndcg_at_k"] == pytest.approx(good.metrics["ndcg_at_k"])
+    assert "val_ndcg_at_k" in run.data.metrics and run.data.params["data_version.synthetic"] == "0"
+    artifacts = {a.path for a in client.list_artifacts(good.run_id, "plots")}
+    assert artifacts == {"plots/training_curves.png", "plots/per_tag_f1.png", "plots/calibration.png"}
+
+    # The registered model loads through the alias and scores gold-shaped rows.
+    from ml.score import load_champion
+
+    scorer = load_champion(_cfg(tmp_path))
+    scores = scorer.score(holdout.table.slice(0, 5))
+    assert scores.tag_scores.shape == (5, len(scorer.spec.tags)) and scores.embeddings.shape == (5, 17)
+
+
+def test_a_candidate_that_loses_to_a_baseline_stays_challenger(tmp_path, snapshot):
+    from ml.train import load_holdout, train_and_register
+
+    holdout = load_holdout(snapshot, 10_000)
+    perfect = {user: sorted(items) for user, items in holdout.truth.items()}
+    outcome = train_and_register(_cfg(tmp_path, epochs=1, refit="false", gate_baselines="[oracle]"), snapshot, holdout,
+                                 {"oracle": perfect}, D)
+    assert outcome.alias == CHALLENGER
+    assert "does not beat baseline oracle" in outcome.reason
+    assert outcome.baselines["oracle"]["recall_at_k"] > outcome.metrics["recall_at_k"]
+    client, name, _ = _registry(_cfg(tmp_path))
+    with pytest.raises(Exception):
+        client.get_model_version_by_alias(name, CHAMPION)
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+def _copy(snapshot, tmp_path):
+    from ml.dataset import Snapshot
+
+    root = tmp_path / "copy"
+    shutil.copytree(snapshot.root, root)
+    return Snapshot(str(root), snapshot.plan, dict(snapshot.rows), dict(snapshot.table_versions))
+
+
+def test_a_corrupt_training_file_fails_clearly_and_leaves_the_registry_untouched(tmp_path, snapshot):
+    from ml.train import load_holdout, train_and_register
+
+    broken = _copy(snapshot, tmp_path)
+    victim = broken.files([broken.plan.train_as_of[0]])[0]
+    with open(victim, "wb") as handle:
+        handle.write(b"PAR1 not parquet at all")
+    cfg = _cfg(tmp_path, epochs=1)
+    with pytest.raises((InputDataError, Exception), match=r"part-00000\.parquet"):
+        train_and_register(cfg, broken, load_holdout(broken, 10_000), {}, D)
+    _, _, versions = _registry(cfg)
+    assert versions == []
+    import mlflow
+
+    assert mlflow.search_runs(experiment_names=[cfg.get("mlflow.experiment")]).empty
+
+
+def test_training_input_without_labels_fails_clearly_and_leaves_the_registry_untouched(tmp_path, snapshot):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ml.train import load_holdout, train_and_register
+
+    emptied = _copy(snapshot, tmp_path)
+    for day in emptied.plan.train_as_of:
+        for path in emptied.files([day]):
+            table = pq.read_table(path)
+            column = table.schema.get_field_index("positives")
+            table = table.set_column(column, "positives", pa.array([[]] * table.num_rows, pa.list_(pa.string())))
+            pq.write_table(table, path)
+    cfg = _cfg(tmp_path, epochs=1)
+    with pytest.raises(InputDataError, match="no training example as of .* has an item in its label window"):
+        train_and_register(cfg, emptied, load_holdout(emptied, 10_000), {}, D)
+    _, _, versions = _registry(cfg)
+    assert versions == []
+
+
+# --- retrain cadence ------------------------------------------------------------------------------
+
+def _register_champion(cfg, run_date: dt.date, feature_version: str):
+    import mlflow
+    from mlflow import MlflowClient
+
+    configure_mlflow(cfg)
+    client = MlflowClient()
+    name = cfg.get("mlflow.registered_model")
+    client.create_registered_model(name)
+    with mlflow.start_run() as run:
+        mlflow.log_params({"run_date": run_date.isoformat(), "feature_version": feature_version})
+    version = client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    client.set_registered_model_alias(name, CHAMPION, version.version)
+
+
+def test_retrain_cadence(tmp_path):
+    from jobs.features import FEATURE_VERSION
+    from ml.train import retrain_needed
+
+    cfg = _cfg(tmp_path, retrain_every_days=7)
+    configure_mlflow(cfg)
+    assert retrain_needed(cfg, D, "auto") == (True, "no champion yet")
+    with pytest.raises(PortraitError, match="retrain=never .* has no champion"):
+        retrain_needed(cfg, D, "never")
+    with pytest.raises(ConfigError, match="use one of auto, always, never"):
+        retrain_needed(cfg, D, "sometimes")
+
+    _register_champion(cfg, D - dt.timedelta(days=6), FEATURE_VERSION)
+    needed, why = retrain_needed(cfg, D, "auto")
+    assert not needed and "6 day(s) before 2026-11-14 (< model.retrain_every_days=7)" in why
+    assert retrain_needed(cfg, D + dt.timedelta(days=1), "auto")[0]          # 7 days old: retrain
+    assert retrain_needed(cfg, D, "always") == (True, "retrain=always")
+    assert retrain_needed(cfg, D + dt.timedelta(days=30), "never")[0] is False
+
+
+def test_retrain_when_the_champion_saw_another_feature_version(tmp_path):
+    from ml.train import retrain_needed
+
+    cfg = _cfg(tmp_path)
+    _register_champion(cfg, D, "0")
+    needed, why = retrain_needed(cfg, D, "auto")
+    assert needed and "feature version 0" in why
+
+
+# --- labels, by hand (Spark) ----------------------------------------------------------------------
+
+@pytest.mark.spark
+def test_examples_and_labels_by_hand(spark):
+    from ml.dataset import transform_examples
+    from ml.segments import SEGMENTS
+
+    t = dt.date(2026, 11, 10)
+    day = lambda n: t + dt.timedelta(days=n)  # noqa: E731
+    events = spark.createDataFrame([
+        ("a", "purchase", "i1", day(-1)),        # before the as-of date: bought, not a label
+        ("a", "view", "i2", day(1)),             # in the 2-day window
+        ("a", "view", "i3", day(2)),
+        ("a", "view", "i2", day(2)),
+        ("a", "view", "i4", day(3)),             # after the window: not a label
+        ("b", "search", None, day(0)),           # b is known but does nothing afterwards
+        ("c", "purchase", "i3", day(3)),         # c buys inside the 3-day churn window but after the tag window
+    ], "user_key string, event_type string, item_id string, event_date date")
+    items = spark.createDataFrame([("i1", "beauty"), ("i2", "pets"), ("i3", "beauty"), ("i4", "toys_hobbies")],
+                                  "item_id string, category string")
+    features = spark.createDataFrame([("a", 1.0), ("b", 2.0), ("c", 3.0)], "user_key string, f double")
+    future = spark.createDataFrame([("a", 0.0, 0.0, 0.0, 1.0), ("b", 5.0, 9.0, 0.0, 1.0)],
+                                   "user_key string, n_events_30d double, recency_days double, "
+                                   "n_purchases_90d double, price_index double")
+    sequences = spark.createDataFrame([("a", ["i1"], ["beauty"], ["purchase"], [0])],
+                                      "user_key string, item_ids array<string>, categories array<string>, "
+                                      "event_types array<string>, gaps array<long>")
+    rows = {r["user_key"]: r.asDict() for r in transform_examples(
+        features, sequences, events, items, future, t, horizon_days=2, churn_horizon_days=3,
+        last_day=day(3)).collect()}
+    a, b, c = rows["a"], rows["b"], rows["c"]
+    from jobs.common.taxonomy import TOP_LEVEL
+
+    tags = lambda *names: [1.0 if n in names else 0.0 for n in TOP_LEVEL]  # noqa: E731
+    assert (a["tag_labels"], a["positives"], a["bought"], a["known"]) == (tags("pets", "beauty"), ["i2", "i3"], ["i1"], True)
+    assert (a["churn_label"], a["churn_until"]) == (1.0, day(3))   # no purchase in (t, t + 3]
+    assert a["segment_label"] == SEGMENTS.index("dormant")        # n_events_30d = 0 on t + 2
+    assert a["seq_item_ids"] == ["i1"] and a["f"] == 1.0 and a["as_of_date"] == t
+    assert (b["tag_labels"], b["positives"], b["known"], b["churn_label"]) == (tags(), [], True, 1.0)
+    assert b["segment_label"] == SEGMENTS.index("at_risk")        # quiet for 9 days on t + 2
+    assert b["seq_item_ids"] is None
+    assert (c["positives"], c["churn_label"], c["known"], c["segment_label"]) == ([], 0.0, False, -1)
+    with pytest.raises(ValueError, match="after the last day"):
+        transform_examples(features, sequences, events, items, future, t, 2, 3, last_day=day(1))
