@@ -44,6 +44,21 @@ RESULTS_SCHEMA = (
 ERROR, WARN = "error", "warn"
 SEVERITIES = (ERROR, WARN)
 SAMPLE_ROWS = 5
+REDACTED = "<redacted>"  # what a sample shows for a column its suite lists in meta.redact_columns
+
+# The reasons a landed line may be set aside with (bronze.events `_parse_error`, bronze.quarantine
+# `reason`), by the step that gives them. The reasons the steps' modules define (REASON_* strings,
+# *REASONS tuples) are allowed as well, so a reason defined in code is never refused here; a null or
+# made-up one is.
+COLLECT_REASONS = ("unparseable_json", "wrong_column_count", "bad_encoding", "missing_event_id",
+                   "unparseable_parquet")
+CLEAN_REASONS = (
+    "missing_user_id", "unknown_event_type", "bad_timestamp", "price_out_of_range", "quantity_out_of_range",
+    "rating_out_of_range", "unknown_item", "unknown_user", "held_unknown_item", "held_unknown_user", "bot_rate",
+    "impossible_sequence", "outlier", "too_late",
+    "negative_price", "bad_quantity",  # the names clean gave before the *_out_of_range ones
+)
+QUARANTINE_STEPS = ("collect", "clean")
 # A staged table (staging.X, written by the score step before publish promotes it) is held to the
 # suite of the table it becomes (publish.X); its previous-day baseline is that published table, and
 # its same-day references to publish.* tables point at their staged counterparts.
@@ -242,6 +257,9 @@ def load_suite(layer_table: str, root: Path | None = None):
     for position, item in enumerate(data.get("expectations", [])):
         _check_severity(path, f"expectation {position} ({item.get('type')})", item.get("meta") or {})
         item["severity"] = "warning" if _severity(item.get("meta")) == WARN else "critical"
+    redact = (data.get("meta") or {}).get("redact_columns", [])
+    if not isinstance(redact, list) or not all(isinstance(c, str) for c in redact):
+        raise ConfigError(f"{path}: meta.redact_columns must be a list of column names, not {redact!r}")
     for position, check in enumerate((data.get("meta") or {}).get("spark_checks", [])):
         if check.get("type") not in SPARK_CHECKS:
             raise ConfigError(f"{path}: spark check {position} has unknown type '{check.get('type')}'; "
@@ -264,8 +282,9 @@ def _check_severity(path: Path, what: str, meta: Mapping[str, Any]) -> None:
 
 def suite_parameters(cfg: Config, run_date: dt.date) -> dict[str, Any]:
     """Values that suites name with {"$PARAMETER": ...}: allowed sets come from the code that owns them."""
+    import jobs.clean
+    import jobs.collect
     from jobs.clean import AGE_BANDS, EVENT_TYPES
-    from jobs.collect import REASON_NO_EVENT_ID, REASON_UNPARSEABLE
     from jobs.common.taxonomy import TOP_LEVEL
     from jobs.features import FEATURE_VERSION
 
@@ -275,23 +294,43 @@ def suite_parameters(cfg: Config, run_date: dt.date) -> dict[str, Any]:
         from jobs.publish import SEGMENT_NAMES
 
     day_start = dt.datetime.combine(run_date, dt.time(), tzinfo=dt.timezone.utc)
+    collect_reasons = _reasons(COLLECT_REASONS, jobs.collect)
+    try:  # the bands the profile configures (privacy.generalise), as clean labels them
+        from jobs.common.privacy import Generalisation
+
+        age_bands = list(Generalisation.from_config(cfg).age_band_labels)
+    except (ImportError, AttributeError):  # before the bands became configurable
+        age_bands = [label for _, _, label in AGE_BANDS] + ["unknown"]
     return {
         "run_date": [run_date],
         "day_start": day_start,
         "day_end": day_start + dt.timedelta(days=1),
         "event_types": list(EVENT_TYPES),
-        "parse_errors": [REASON_UNPARSEABLE, REASON_NO_EVENT_ID],
+        "parse_errors": collect_reasons,
+        "quarantine_reasons": list(dict.fromkeys(collect_reasons + _reasons(CLEAN_REASONS, jobs.clean))),
+        "quarantine_steps": list(QUARANTINE_STEPS),
         "taxonomy_top_level": list(TOP_LEVEL),
         "taxonomy_size": len(TOP_LEVEL),
         "item_categories": [*TOP_LEVEL, "unknown"],
         "segment_ids": list(SEGMENT_NAMES),
         "segment_names": list(SEGMENT_NAMES.values()),
-        "age_bands": [label for _, _, label in AGE_BANDS] + ["unknown"],
+        "age_bands": age_bands,
         "feature_version": [FEATURE_VERSION],
         "feature_window_days": int(cfg.get("pipeline.feature_window_days", 90)),
         "recommend_k": int(cfg.get("recommend.k")),
         "embedding_dim": int(cfg.get("model.embedding_dim")),
     }
+
+
+def _reasons(contract: Sequence[str], module: Any) -> list[str]:
+    """The contract's reasons, then any other the step's module defines (REASON_* or *REASONS)."""
+    defined: list[str] = []
+    for name, value in sorted(vars(module).items()):
+        if name.startswith("REASON_") and isinstance(value, str):
+            defined.append(value)
+        elif name.endswith("REASONS") and isinstance(value, (tuple, list)):
+            defined += [v for v in value if isinstance(v, str)]
+    return list(dict.fromkeys([*contract, *defined]))
 
 
 def _resolve(value: Any, cfg: Config, parameters: Mapping[str, Any]) -> Any:
@@ -329,14 +368,18 @@ class _CheckContext:
     per partition keeps the Spark checks to a handful of jobs."""
 
     def __init__(self, spark: "SparkSession", cfg: Config, table: TableSpec, run_date: dt.date,
-                 partition: "DataFrame", checks: Sequence[Mapping[str, Any]]):
+                 partition: "DataFrame", checks: Sequence[Mapping[str, Any]], listed_columns: Iterable[str] = ()):
         self.spark, self.cfg, self.table, self.run_date = spark, cfg, table, run_date
         self.partition = partition
+        self.listed_columns = set(listed_columns)  # the columns the suite's schema expectation names
         self._aggregates = _aggregates_for(checks, set(partition.columns))
         self.stats = self._aggregate(partition)
         self.row_count = int(self.stats["rows"])
         self._previous: "DataFrame | None | bool" = False
         self._previous_stats: dict[str, Any] | None = None
+        self._cache: dict[Any, "DataFrame"] = {}
+        self._exists: dict[str, bool] = {}
+        self._tables: dict[str, "DataFrame"] = {}
 
     def _aggregate(self, frame: "DataFrame", prefixes: tuple[str, ...] = ("",)) -> dict[str, Any]:
         present = set(frame.columns)
@@ -367,6 +410,34 @@ class _CheckContext:
     def previous_stats(self) -> dict[str, Any]:
         self.previous()
         return self._previous_stats or {}
+
+    def exists(self, name: str) -> bool:
+        if name not in self._exists:
+            self._exists[name] = table_exists(self.spark, self.cfg, name)
+        return self._exists[name]
+
+    def read(self, name: str) -> "DataFrame":
+        """A table the checks read, loaded once per validation (each load reads its Delta log)."""
+        if name not in self._tables:
+            self._tables[name] = self.spark.read.format("delta").load(table_path(self.cfg, name))
+        return self._tables[name]
+
+    def day_of(self, name: str) -> "DataFrame":
+        """Another table's partition for the validated date."""
+        from pyspark.sql import functions as F
+
+        return self.read(name).where(F.col(spec(name).date_column) == F.lit(self.run_date))
+
+    def cached(self, name: Any, build: Callable[[], "DataFrame"]) -> "DataFrame":
+        """A frame several checks read, built and cached on first use; release() frees it."""
+        if name not in self._cache:
+            self._cache[name] = build().cache()
+        return self._cache[name]
+
+    def release(self) -> None:
+        for frame in self._cache.values():
+            frame.unpersist()
+        self._cache.clear()
 
     def sample(self, frame: "DataFrame") -> list[dict[str, Any]]:
         return [_jsonable(row.asDict(recursive=True)) for row in frame.limit(SAMPLE_ROWS).collect()]
@@ -480,10 +551,10 @@ def _check_freshness(ctx: _CheckContext, column: str, max_lag_hours: float, max_
 def _reference_keys(ctx: _CheckContext, ref_table: str, ref_column: str, ref_date: str) -> "DataFrame | None":
     from pyspark.sql import functions as F
 
-    if not table_exists(ctx.spark, ctx.cfg, ref_table):
+    if not ctx.exists(ref_table):
         return None
     if ref_date == "same":
-        ref = read_table(ctx.spark, ctx.cfg, ref_table).where(F.col(spec(ref_table).date_column) == F.lit(ctx.run_date))
+        ref = ctx.day_of(ref_table)
     elif ref_date == "latest":
         from jobs.features import latest_snapshot
 
@@ -589,21 +660,139 @@ def _check_non_increasing(ctx: _CheckContext, key: str, order_by: str, column: s
     return _Finding(count == 0, {"rising_steps": count}, count, ctx.sample(rises.orderBy(key, order_by)) if count else [])
 
 
-def _check_not_recently_bought(ctx: _CheckContext, key: str, item: str, lookback_days: int) -> _Finding:
-    """No recommended item was bought by the same user in the look-back window up to the date."""
+def _purchases(ctx: _CheckContext, key: str, item: str, lookback_days: int) -> "DataFrame | None":
+    """Distinct (key, item) bought in silver.events in the `lookback_days` up to and including the date.
+
+    Months of events are scanned once per validation: the bought-item and list-length checks share
+    the cached result.
+    """
     from pyspark.sql import functions as F
 
-    if not table_exists(ctx.spark, ctx.cfg, "silver.events"):
+    if not ctx.exists("silver.events"):
+        return None
+
+    def bought() -> "DataFrame":
+        horizon = ctx.run_date - dt.timedelta(days=int(lookback_days))
+        return ctx.read("silver.events").where(
+            (F.col("event_type") == "purchase") & (F.col("event_date") > F.lit(horizon))
+            & (F.col("event_date") <= F.lit(ctx.run_date))
+        ).select(F.col("user_key").alias(key), F.col("item_id").alias(item)).distinct()
+
+    return ctx.cached(("purchases", key, item, int(lookback_days)), bought)
+
+
+def _check_not_recently_bought(ctx: _CheckContext, key: str, item: str, lookback_days: int | None) -> _Finding:
+    """No recommended item was bought by the same user in the look-back window up to the date.
+
+    The rule is off when the window is 0 days (or unset): the check is then skipped.
+    """
+    if not lookback_days or int(lookback_days) <= 0:
+        return _skip("the bought-items rule is off (look-back of 0 days)")
+    bought = _purchases(ctx, key, item, int(lookback_days))
+    if bought is None:
         return _Finding(False, {"reason": "silver.events does not exist, so purchases cannot be checked"})
-    horizon = ctx.run_date - dt.timedelta(days=int(lookback_days))
-    bought = read_table(ctx.spark, ctx.cfg, "silver.events").where(
-        (F.col("event_type") == "purchase") & (F.col("event_date") > F.lit(horizon))
-        & (F.col("event_date") <= F.lit(ctx.run_date))
-    ).select(F.col("user_key").alias(key), F.col("item_id").alias(item)).distinct()
     offenders = ctx.partition.join(bought, [key, item], "left_semi")
     count = offenders.count()
     return _Finding(count == 0, {"bought_items_recommended": count, "lookback_days": int(lookback_days)}, count,
                     ctx.sample(offenders) if count else [])
+
+
+def _catalogue_rules(candidates: "DataFrame", rules: Mapping[str, Any] | None,
+                     available_column: str | None) -> "DataFrame":
+    """The items the recommender may use at all: available, and not excluded by a business rule
+    (`recommend.rules`: exclude_categories, min_price, max_price). Per-list caps (max_per_brand,
+    max_per_category) are not counted: they bind only on a catalogue of a few brands or categories."""
+    from pyspark.sql import functions as F
+
+    if available_column and available_column in candidates.columns:
+        candidates = candidates.where(F.coalesce(F.col(available_column), F.lit(False)))
+    rules = rules or {}
+    if rules.get("exclude_categories"):
+        candidates = candidates.where(~F.col("category").isin(*rules["exclude_categories"]))
+    if rules.get("min_price") is not None:
+        candidates = candidates.where(F.col("price") >= F.lit(float(rules["min_price"])))
+    if rules.get("max_price") is not None:
+        candidates = candidates.where(F.col("price") <= F.lit(float(rules["max_price"])))
+    return candidates
+
+
+def _check_list_length(ctx: _CheckContext, key: str, item: str, k: int, candidates_table: str,
+                       candidates_filter: str | None = None, lookback_days: int | None = 0,
+                       users_table: str | None = None, rules: Mapping[str, Any] | None = None,
+                       available_column: str | None = None) -> _Finding:
+    """Exactly k rows per key, unless the key has fewer than k eligible candidates: then one per candidate.
+
+    A key's eligible candidates are the distinct `item` values of `candidates_table`'s partition for the
+    date that are available and pass the business `rules` (see _catalogue_rules) and the SQL
+    `candidates_filter`, less the items the key bought in the `lookback_days` up to the date when that
+    rule is on (> 0). With `users_table`, its keys for the date that have no row at all are counted too
+    (0 rows where min(k, eligible) were due).
+    """
+    from pyspark.sql import functions as F
+
+    candidates_table = ctx.same_day(candidates_table)
+    if not ctx.exists(candidates_table):
+        return _Finding(False, {"reason": f"candidate table {candidates_table} does not exist"})
+    candidates = _catalogue_rules(ctx.day_of(candidates_table), rules, available_column)
+    if candidates_filter:
+        candidates = candidates.where(candidates_filter)
+    candidates = candidates.select(F.col(item).alias("_item")).distinct()
+    available = candidates.count()
+    k, lookback = int(k), int(lookback_days or 0)
+
+    rows = ctx.partition.groupBy(key).agg(F.count(F.lit(1)).alias("rows"))
+    if users_table:
+        users_table = ctx.same_day(users_table)
+        if not ctx.exists(users_table):
+            return _Finding(False, {"reason": f"user table {users_table} does not exist"})
+        users = ctx.day_of(users_table).select(key).distinct()
+        rows = rows.join(users, key, "full_outer").fillna(0, subset=["rows"])
+    if lookback > 0:
+        bought = _purchases(ctx, key, item, lookback)
+        if bought is None:
+            return _Finding(False, {"reason": "silver.events does not exist, so purchases cannot be counted"})
+        per_key = bought.join(candidates, F.col(item) == F.col("_item"), "left_semi").groupBy(key).agg(
+            F.count(F.lit(1)).alias("bought"))
+        rows = rows.join(per_key, key, "left").fillna(0, subset=["bought"])
+    else:
+        rows = rows.withColumn("bought", F.lit(0))
+    eligible = F.lit(available) - F.col("bought")
+    checked = rows.select(key, "rows", eligible.alias("eligible"), F.least(F.lit(k), eligible).alias("expected"))
+    offenders = checked.where(F.col("rows") != F.col("expected"))
+    count = offenders.count()
+    observed = {"keys_with_wrong_length": count, "k": k, "candidates": available,
+                "bought_excluded_days": lookback}
+    return _Finding(count == 0, observed, count, ctx.sample(offenders.orderBy(key)) if count else [])
+
+
+def _check_unlisted_columns(ctx: _CheckContext, optional: Sequence[str] = ()) -> _Finding:
+    """Columns neither the suite's schema expectation nor `optional` names: reported so that they get checks.
+
+    `optional` lists columns a table may have or not, such as one a step is starting to write.
+    """
+    if not ctx.listed_columns:
+        return _skip("the suite names no columns")
+    unlisted = sorted(set(ctx.partition.columns) - ctx.listed_columns - set(optional))
+    return _Finding(not unlisted, {"unlisted": unlisted}, len(unlisted) or None)
+
+
+def _check_columns_absent(ctx: _CheckContext, columns: Sequence[str]) -> _Finding:
+    """None of these columns is in the table (Spark names are case-insensitive, so neither is this)."""
+    forbidden = {c.lower() for c in columns}
+    present = sorted(c for c in ctx.partition.columns if c.lower() in forbidden)
+    return _Finding(not present, {"present": present, "forbidden": sorted(columns)}, len(present) or None)
+
+
+def _check_row_share_of(ctx: _CheckContext, ref_table: str, max_share: float) -> _Finding:
+    """This day's rows are at most `max_share` of `ref_table`'s rows for the same date."""
+    if not ctx.exists(ref_table):
+        return _Finding(False, {"reason": f"reference table {ref_table} does not exist"})
+    total = ctx.day_of(ref_table).count()
+    if total == 0:
+        return _skip(f"{ref_table} has no rows for {ctx.run_date}")
+    share = ctx.row_count / total
+    observed = {"rows": ctx.row_count, f"{ref_table}_rows": total, "share": round(share, 4), "allowed": max_share}
+    return _Finding(share <= max_share, observed)
 
 
 SPARK_CHECKS: dict[str, Callable[..., _Finding]] = {
@@ -617,6 +806,10 @@ SPARK_CHECKS: dict[str, Callable[..., _Finding]] = {
     "ranks_contiguous": _check_ranks_contiguous,
     "non_increasing": _check_non_increasing,
     "not_recently_bought": _check_not_recently_bought,
+    "list_length": _check_list_length,
+    "unlisted_columns": _check_unlisted_columns,
+    "columns_absent": _check_columns_absent,
+    "row_share_of": _check_row_share_of,
 }
 # kwargs that name columns of the validated table, so a missing column skips the check.
 _COLUMN_KWARGS = ("column", "column_A", "column_B", "key", "rank", "order_by", "item")
@@ -722,12 +915,19 @@ def validate(spark: "SparkSession", cfg: Config, table: str, run_date: dt.date,
     try:
         # The first aggregate fills the cache; GX and the Spark checks then read cached rows.
         checks = _resolved_checks(suite, cfg, parameters)
-        ctx = _CheckContext(spark, cfg, table_spec, run_date, partition, checks)
+        ctx = _CheckContext(spark, cfg, table_spec, run_date, partition, checks, _listed_columns(suite))
         results, gx_result = _validate_gx(partition, table, suite, parameters)
-        results += _validate_spark_checks(ctx, checks)
+        try:
+            results += _validate_spark_checks(ctx, checks)
+        finally:
+            ctx.release()
     finally:
         if cached_here:
             partition.unpersist()
+    redact = (suite.meta or {}).get("redact_columns") or ()
+    _redact(results, redact)
+    if redact and any(r.failed and r.source == "gx" for r in results):
+        gx_result = None  # GX's own page would show the bad rows unredacted; ours shows them redacted
     ids = _unique_ids(r.check_id or (f"{r.expectation_type}({r.column})" if r.column else r.expectation_type)
                       for r in results)
     for result, check_id in zip(results, ids):
@@ -735,6 +935,26 @@ def validate(spark: "SparkSession", cfg: Config, table: str, run_date: dt.date,
     report = ValidationReport(table, run_date, ctx.row_count, results, time.monotonic() - started, gx_result)
     log.info("%s", report.summary().splitlines()[0])
     return report
+
+
+def _listed_columns(suite) -> set[str]:
+    return {c for e in suite.expectations if e.expectation_type == "expect_table_columns_to_match_set"
+            for c in e.configuration.kwargs.get("column_set") or ()}
+
+
+def _redact(results: Sequence[CheckResult], columns: Iterable[str]) -> None:
+    """Blank the values of personal columns (names, emails, phones) in samples and observed values,
+    so that ops.validation_results and the reports never copy them out of bronze."""
+    hidden = set(columns)
+    if not hidden:
+        return
+    for r in results:
+        r.sample = [{k: (REDACTED if k in hidden and v is not None else v) for k, v in row.items()}
+                    for row in r.sample]
+        if r.column and hidden & set(r.column.split(",")) and isinstance(r.observed_value, dict) \
+                and "values" in r.observed_value:
+            r.observed_value = {**r.observed_value,
+                                "values": [REDACTED if v is not None else None for v in r.observed_value["values"]]}
 
 
 def _validate_gx(partition: "DataFrame", table: str, suite, parameters) -> tuple[list[CheckResult], Any]:
@@ -956,7 +1176,7 @@ def expand_tables(tables: str | Iterable[str], root: Path | None = None) -> tupl
     chosen: list[str] = []
     for item in items:
         names = [t for t in known if t.split(".")[0] == item] if "." not in item else [item]
-        if not names:
+        if not names or not set(names) <= set(known):
             raise ConfigError(f"'{item}' is neither a table nor a layer with suites; tables: {', '.join(known)}")
         chosen += [n for n in names if n not in chosen]
     if not chosen:
@@ -980,8 +1200,12 @@ def failure_message(reports: Sequence[ValidationReport], docs: Path | None = Non
     return "\n".join(lines)
 
 
-def run(spark: "SparkSession", cfg: Config, run_date: dt.date,
-        tables: str | Sequence[str] = ("bronze", "silver", "gold", "publish")) -> StepResult:
+# What "all" validates: every layer an analyst or a later step reads. The staging layer is left out:
+# the DAG validates a staged day before publish, and what passed is then in publish.
+ALL_LAYERS = ("bronze", "silver", "gold", "publish")
+
+
+def run(spark: "SparkSession", cfg: Config, run_date: dt.date, tables: str | Sequence[str] = ALL_LAYERS) -> StepResult:
     """Validate tables for a date, record every result, build the docs, then fail on any error check.
 
     `tables` names tables or layers (`"staging"` is the scored day before it is published), as a

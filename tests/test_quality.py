@@ -15,6 +15,7 @@ from jobs.common.taxonomy import TOP_LEVEL
 D = dt.date(2031, 3, 10)          # the validated date
 P = D - dt.timedelta(days=1)      # its previous day
 LATER = D + dt.timedelta(days=5)  # a date whose partitions carry a defect, far from D's comparisons
+EARLIER = D - dt.timedelta(days=3)  # inside the look-back window of bought items, outside day-to-day checks
 K = 3
 
 
@@ -28,20 +29,26 @@ U1, U2, U3, U4 = (key(f"user{i}") for i in range(1, 5))
 # Suites as files (no Spark)
 
 
+SUITES = ("bronze.events", "bronze.users", "bronze.items", "bronze.quarantine", "silver.events", "silver.users",
+          "silver.items", "gold.user_features", "gold.item_features", "publish.user_profile",
+          "publish.recommendations")
+
+
 def test_every_suite_loads_and_names_only_known_parameters_and_columns(cfg):
     from jobs.clean import SILVER_EVENT_COLUMNS
-    from jobs.quality import SPARK_CHECKS, load_suite, suite_parameters
+    from jobs.quality import SPARK_CHECKS, load_suite, suite_parameters, suite_tables
 
     parameters = suite_parameters(cfg, D)
-    for table in ("bronze.events", "silver.events", "silver.users", "silver.items", "gold.user_features",
-                  "gold.item_features", "publish.user_profile", "publish.recommendations"):
+    assert set(SUITES) <= set(suite_tables())
+    for table in SUITES:
         suite = load_suite(table)
         assert suite.name == table
         column_sets = [e for e in suite.expectations if e.expectation_type == "expect_table_columns_to_match_set"]
         assert len(column_sets) == 1, f"{table}: one schema expectation"
+        # Required columns, not an exact set: a column a step adds is reported (unlisted_columns), not fatal.
+        assert column_sets[0].exact_match is False, table
         schema = set(column_sets[0].column_set)
         for e in suite.expectations:
-            assert e.meta.get("severity", "error") in ("error", "warn")
             for value in e.configuration.kwargs.values():
                 if isinstance(value, dict) and "$PARAMETER" in value:
                     assert value["$PARAMETER"] in parameters, (table, value)
@@ -54,7 +61,58 @@ def test_every_suite_loads_and_names_only_known_parameters_and_columns(cfg):
                     assert value["$PARAMETER"] in parameters, (table, value)
                 if name in ("column", "key", "rank", "order_by", "item"):
                     assert value in schema, (table, check)
-    assert set(load_suite("silver.events").expectations[0].column_set) == set(SILVER_EVENT_COLUMNS)
+        unlisted = [c for c in suite.meta["spark_checks"] if c["type"] == "unlisted_columns"]
+        assert len(unlisted) == 1, table
+        optional = set(unlisted[0]["kwargs"].get("optional", []))
+        assert set(suite.meta.get("redact_columns", [])) <= schema | optional, table
+    silver_events = load_suite("silver.events")
+    required = set(silver_events.expectations[0].column_set)
+    unlisted = next(c for c in silver_events.meta["spark_checks"] if c["type"] == "unlisted_columns")
+    optional = set(unlisted["kwargs"]["optional"])
+    # The suite requires no column clean does not write, and knows every column it does write.
+    assert required <= set(SILVER_EVENT_COLUMNS) <= required | optional
+    assert {"name", "email", "phone"} <= set(load_suite("bronze.users").meta["redact_columns"])
+
+
+def test_every_check_states_its_severity():
+    """Severity is a decision per check: no suite leaves it to the default."""
+    from jobs.quality import suite_path
+
+    for table in SUITES:
+        data = json.loads(suite_path(table).read_text())
+        for item in data["expectations"] + data["meta"]["spark_checks"]:
+            assert item.get("meta", {}).get("severity") in ("error", "warn"), (table, item)
+
+
+def test_quarantine_reasons_cover_the_contract_and_the_steps_constants(cfg):
+    import jobs.clean
+    import jobs.collect
+    from jobs.quality import suite_parameters
+
+    parameters = suite_parameters(cfg, D)
+    reasons = set(parameters["quarantine_reasons"])
+    assert {"unparseable_json", "wrong_column_count", "bad_encoding", "missing_event_id", "unparseable_parquet",
+            "missing_user_id", "unknown_event_type", "bad_timestamp", "price_out_of_range", "quantity_out_of_range",
+            "rating_out_of_range", "unknown_item", "unknown_user", "held_unknown_item", "held_unknown_user",
+            "bot_rate", "impossible_sequence", "outlier", "too_late", "negative_price", "bad_quantity"} <= reasons
+    defined = {v for m in (jobs.collect, jobs.clean) for k, v in vars(m).items()
+               if k.startswith("REASON_") and isinstance(v, str)}
+    assert defined <= reasons
+    assert set(parameters["parse_errors"]) <= reasons and "negative_price" not in parameters["parse_errors"]
+    assert parameters["quarantine_steps"] == ["collect", "clean"]
+
+
+def test_allowed_age_bands_follow_the_profile(cfg):
+    from jobs.quality import suite_parameters
+
+    privacy = pytest.importorskip("jobs.common.privacy")
+    if not hasattr(getattr(privacy, "Generalisation", None), "from_config"):
+        pytest.skip("age bands are not configurable in this version")
+    data = copy.deepcopy(dict(cfg.data))
+    data.setdefault("privacy", {})["generalise"] = {"age_band_edges": [20, 40, 60]}
+    coarse = Config(profile=cfg.profile, root=cfg.root, data=data)
+    assert suite_parameters(coarse, D)["age_bands"] == ["<20", "20-39", "40-59", "60+", "unknown"]
+    assert "25-34" in suite_parameters(cfg, D)["age_bands"]
 
 
 def test_tables_can_be_named_one_by_one_or_by_layer():
@@ -62,6 +120,7 @@ def test_tables_can_be_named_one_by_one_or_by_layer():
     from jobs.quality import expand_tables
 
     assert expand_tables("silver") == ("silver.events", "silver.users", "silver.items")
+    assert expand_tables("bronze") == ("bronze.events", "bronze.users", "bronze.items", "bronze.quarantine")
     assert expand_tables(["gold.item_features", "publish"]) == (
         "gold.item_features", "publish.user_profile", "publish.recommendations")
     assert expand_tables("bronze.events, silver.events") == ("bronze.events", "silver.events")
@@ -124,6 +183,13 @@ def event_rows(day: dt.date, tag: str) -> list[tuple]:
                 "ios", "organic", "Shanghai", day,
             ))
     return rows
+
+
+def u3_purchases() -> list[tuple]:
+    """u3 bought i3..i8 three days before D: of the 8 items of the day only i1 and i2 are left for it."""
+    ts = dt.datetime.combine(EARLIER, dt.time(12), tzinfo=dt.timezone.utc)
+    return [(f"eb{i}", U3, "sb", "purchase", f"i{i}", ts + dt.timedelta(minutes=i), 10.0 * i, 1, None, None, None,
+             "ios", "organic", "Shanghai", EARLIER) for i in range(3, 9)]
 
 
 def replace_column(rows: list[tuple], schema: str, index: int, column: str, value) -> list[tuple]:
@@ -192,7 +258,11 @@ def lake(spark, qcfg):
     def write(name, rows, schema, dates):
         replace_dates(spark.createDataFrame(rows, schema), qcfg, name, dates)
 
-    write("silver.events", event_rows(P, "p") + event_rows(D, "d"), EVENTS_SCHEMA, [P, D])
+    write("silver.events", event_rows(P, "p") + event_rows(D, "d") + u3_purchases(), EVENTS_SCHEMA, [P, D, EARLIER])
+    write("bronze.events", bronze_rows(40), BRONZE_SCHEMA, [D])
+    write("bronze.users", bronze_user_rows(D), BRONZE_USERS_SCHEMA, [D])
+    write("bronze.items", bronze_item_rows(D), BRONZE_ITEMS_SCHEMA, [D])
+    write("bronze.quarantine", quarantine_rows(D), QUARANTINE_SCHEMA, [D])
     write("silver.users", user_rows(P) + user_rows(D), USERS_SCHEMA, [P, D])
     write("silver.items", item_rows(D), ITEMS_SCHEMA, [D])
     write("gold.item_features", item_feature_rows(D), ITEM_FEATURES_SCHEMA, [D])
@@ -224,14 +294,16 @@ BRONZE_SCHEMA = (
 )
 
 
-def bronze_rows() -> list[tuple]:
-    source = f"file:/landing/events/event_date={D}/events-00000.jsonl"
-    ingested = dt.datetime(2031, 3, 11, 2, 0)
+SOURCE = f"file:/landing/events/event_date={D}/events-00000.jsonl"
+INGESTED = dt.datetime(2031, 3, 11, 2, 0)
+
+
+def bronze_rows(n: int = 10) -> list[tuple]:
     rows = []
-    for i in range(10):
+    for i in range(n):
         raw = json.dumps({"event_id": f"e{i}", "user_id": f"u{i:07d}", "event_type": "view"})
-        rows.append((f"e{i}", f"u{i:07d}", "s1", "view", "i1", f"{D}T10:0{i}:00+08:00", 10.0, None, None, None,
-                     None, "ios", "organic", "Shanghai", raw, source, D, None, ingested))
+        rows.append((f"e{i}", f"u{i:07d}", "s1", "view", "i1", f"{D}T10:{i:02d}:00+08:00", 10.0, None, None, None,
+                     None, "ios", "organic", "Shanghai", raw, SOURCE, D, None, INGESTED))
     return rows
 
 
@@ -258,6 +330,177 @@ def test_bronze_events(spark, lake, defect):
         assert failures(report) == {check} and report.success
         assert [r.check_id for r in report.warnings] == [check] and report.errors == []
         assert "warn expect_column_values_to_be_in_set(event_type)" in report.summary()
+
+
+# --------------------------------------------------------------------------------------------------
+# bronze.users, bronze.items, bronze.quarantine
+
+
+BRONZE_USERS_SCHEMA = (
+    "user_id string, name string, email string, phone string, age long, gender string, occupation string, "
+    "city string, signup_date string, _source_file string, _ingested_at timestamp, snapshot_date date"
+)
+
+
+def bronze_user_rows(day: dt.date, n: int = 4) -> list[tuple]:
+    return [(f"u{i:07d}", f"Name {i}", f"given.name{i}@example.org", f"1380000000{i}", 30 + i, "FMU"[i % 3],
+             "teacher", "Chengdu", "2030-01-01", "file:/landing/users/users.jsonl", INGESTED, day)
+            for i in range(n)]
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("defect, check_id", [
+    (None, None),
+    ("null_user_id", "expect_column_values_to_not_be_null(user_id)"),
+    ("dropped_column", "expect_table_columns_to_match_set"),
+    ("wrong_snapshot_date", "expect_column_values_to_be_in_set(snapshot_date)"),
+])
+def test_bronze_users(spark, lake, defect, check_id):
+    from jobs.quality import REDACTED, validate
+
+    if defect is None:
+        report = validate(spark, lake, "bronze.users", D)
+        assert report.success and failures(report) == set(), report.summary()
+        assert report.row_count == 4 and report.result("unlisted_columns").observed_value == {"unlisted": []}
+        return
+    rows = bronze_user_rows(D)
+    if defect == "null_user_id":
+        rows = replace_column(rows, BRONZE_USERS_SCHEMA, 2, "user_id", None)
+    elif defect == "wrong_snapshot_date":
+        rows = replace_column(rows, BRONZE_USERS_SCHEMA, 1, "snapshot_date", P)
+    frame = spark.createDataFrame(rows, BRONZE_USERS_SCHEMA)
+    if defect == "dropped_column":
+        frame = frame.drop("city")
+    report = validate(spark, lake, "bronze.users", D, df=frame)
+    assert_only(report, check_id)
+    if defect == "dropped_column":
+        assert report.result(check_id).observed_value == {"missing": ["city"]}
+        assert report.result("expect_column_values_to_be_of_type(city)").skipped
+    if defect == "null_user_id":
+        # The bad row is shown, but never the person's name, email or phone.
+        row = report.result(check_id).sample[0]
+        assert row["user_id"] is None and row["age"] == 32 and row["occupation"] == "teacher"
+        assert row["name"] == row["email"] == row["phone"] == REDACTED
+        assert "given.name2@example.org" not in report.summary() and report.gx_result is None
+
+
+@pytest.mark.spark
+def test_bronze_users_duplicates_and_new_columns_only_warn(spark, lake):
+    from jobs.quality import validate
+
+    rows = bronze_user_rows(D)
+    rows = replace_column(rows, BRONZE_USERS_SCHEMA, 3, "user_id", rows[0][0])
+    frame = spark.createDataFrame(rows, BRONZE_USERS_SCHEMA).withColumn("loyalty_tier", spark_lit("gold"))
+    report = validate(spark, lake, "bronze.users", D, df=frame)
+    assert report.success, report.summary()
+    assert failures(report) == {"expect_column_values_to_be_unique(user_id)", "unlisted_columns"}
+    assert {r.severity for r in report.warnings} == {"warn"}
+    assert report.result("unlisted_columns").observed_value == {"unlisted": ["loyalty_tier"]}
+    assert not report.result("expect_table_columns_to_match_set").failed  # extra columns are allowed
+
+
+def spark_lit(value):
+    from pyspark.sql import functions as F
+
+    return F.lit(value)
+
+
+BRONZE_ITEMS_SCHEMA = ("item_id string, title string, category_path string, brand string, price double, "
+                       "_source_file string, _ingested_at timestamp, snapshot_date date")
+
+
+def bronze_item_rows(day: dt.date) -> list[tuple]:
+    return [(f"i{i:06d}", f"Sony item {i}", "electronics>headphones", "Sony", 10.0 * i,
+             "file:/landing/items/items.jsonl", INGESTED, day) for i in range(1, 9)]
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("defect, check_id", [
+    (None, None),
+    ("null_item_id", "expect_column_values_to_not_be_null(item_id)"),
+    ("price_as_text", "expect_column_values_to_be_of_type(price)"),
+])
+def test_bronze_items(spark, lake, defect, check_id):
+    from jobs.quality import validate
+
+    if defect is None:
+        report = validate(spark, lake, "bronze.items", D)
+        assert report.success and failures(report) == set(), report.summary()
+        return
+    rows = bronze_item_rows(D)
+    schema = BRONZE_ITEMS_SCHEMA
+    if defect == "null_item_id":
+        rows = replace_column(rows, schema, 0, "item_id", None)
+    else:  # a landed file whose prices came as text
+        schema = schema.replace("price double", "price string")
+        rows = [r[:4] + (f"{r[4]:.2f}",) + r[5:] for r in rows]
+    report = validate(spark, lake, "bronze.items", D, df=spark.createDataFrame(rows, schema))
+    if defect == "price_as_text":  # the type fails the day; GX's range check cannot read text either (a warning)
+        assert failures(report) == {check_id, "expect_column_values_to_be_between(price)"}, report.summary()
+        assert [r.check_id for r in report.errors] == [check_id] and not report.success
+        assert report.result(check_id).observed_value == "StringType"
+    else:
+        assert_only(report, check_id)
+
+
+@pytest.mark.spark
+def test_bronze_items_non_positive_price_only_warns(spark, lake):
+    from jobs.quality import validate
+
+    rows = replace_column(bronze_item_rows(D), BRONZE_ITEMS_SCHEMA, 4, "price", 0.0)
+    report = validate(spark, lake, "bronze.items", D, df=spark.createDataFrame(rows, BRONZE_ITEMS_SCHEMA))
+    assert report.success and failures(report) == {"expect_column_values_to_be_between(price)"}, report.summary()
+    assert report.result("expect_column_values_to_be_between(price)").severity == "warn"
+
+
+QUARANTINE_SCHEMA = ("step string, reason string, _source_file string, _raw string, event_date date, "
+                     "_ingested_at timestamp")
+
+
+def quarantine_rows(day: dt.date) -> list[tuple]:
+    """Two lines of the day's 40 set aside (5%, the most that does not warn): one by collect, one by clean."""
+    return [("collect", "unparseable_json", SOURCE, '{"event_id": "e9", "user_', day, INGESTED),
+            ("clean", "unknown_event_type", SOURCE, '{"event_id": "e7", "event_type": "teleport"}', day, INGESTED)]
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("defect, check_id", [
+    (None, None),
+    ("empty_day", None),
+    ("unknown_reason", "expect_column_values_to_be_in_set(reason)"),
+    ("null_source_file", "expect_column_values_to_not_be_null(_source_file)"),
+    ("unknown_step", "expect_column_values_to_be_in_set(step)"),
+    ("many_set_aside", "row_share_of"),
+])
+def test_bronze_quarantine(spark, lake, defect, check_id):
+    from jobs.quality import validate
+
+    if defect is None:
+        report = validate(spark, lake, "bronze.quarantine", D)
+        assert report.success and failures(report) == set(), report.summary()
+        assert report.result("row_share_of").observed_value["share"] == 0.05
+        return
+    rows = quarantine_rows(D)
+    if defect == "empty_day":
+        rows = []
+    elif defect == "unknown_reason":
+        rows = replace_column(rows, QUARANTINE_SCHEMA, 1, "reason", "cosmic_rays")
+    elif defect == "null_source_file":
+        rows = replace_column(rows, QUARANTINE_SCHEMA, 0, "_source_file", None)
+    elif defect == "unknown_step":
+        rows = replace_column(rows, QUARANTINE_SCHEMA, 0, "step", "features")
+    elif defect == "many_set_aside":
+        rows = rows + rows
+    report = validate(spark, lake, "bronze.quarantine", D, df=spark.createDataFrame(rows, QUARANTINE_SCHEMA))
+    if defect == "empty_day":  # a day with nothing set aside is the good case
+        assert report.success and failures(report) == set() and report.row_count == 0, report.summary()
+    elif defect == "many_set_aside":  # reported, never fatal: the lines are kept with their reasons
+        assert report.success and failures(report) == {check_id}
+        assert report.result(check_id).observed_value["share"] == 0.1
+    else:
+        assert_only(report, check_id)
+        if defect == "unknown_reason":
+            assert report.result(check_id).observed_value["values"] == ["cosmic_rays"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -345,6 +588,74 @@ def test_quality_cli_check_exit_codes_and_docs(spark, lake, monkeypatch):
     assert f"silver.users/{LATER}.html" in (folder / "index.html").read_text()
 
 
+def test_quality_cli_check_needs_tables_or_all_but_not_both():
+    from typer.testing import CliRunner
+
+    from portrait.quality_cli import quality_app
+
+    runner = CliRunner()
+    neither = runner.invoke(quality_app, ["check", "--date", D.isoformat()])
+    both = runner.invoke(quality_app, ["check", "--all", "--table", "silver", "--date", D.isoformat()])
+    unknown = runner.invoke(quality_app, ["check", "--table", "silver.nothing", "--date", D.isoformat()])
+    for result in (neither, both):
+        assert result.exit_code == 2 and "--table" in result.output and "--all" in result.output, result.output
+    assert unknown.exit_code == 2 and "'silver.nothing' is neither a table nor a layer" in unknown.output
+
+
+@pytest.mark.spark
+def test_quality_cli_checks_several_tables_and_warnings_keep_exit_code_zero(spark, lake, monkeypatch):
+    from typer.testing import CliRunner
+
+    from jobs.common.delta import replace_dates
+    from portrait.quality_cli import quality_app
+
+    rows = replace_column(bronze_item_rows(LATER), BRONZE_ITEMS_SCHEMA, 4, "price", 0.0)
+    replace_dates(spark.createDataFrame(rows, BRONZE_ITEMS_SCHEMA), lake, "bronze.items", [LATER])
+    monkeypatch.setenv("PORTRAIT__LAKEHOUSE_ROOT", lake.lakehouse_root)
+    partitions = spark.conf.get("spark.sql.shuffle.partitions")
+    try:
+        result = CliRunner().invoke(quality_app, ["check", "--table", "bronze.items,bronze.quarantine",
+                                                  "--date", LATER.isoformat(), "--no-record"])
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", partitions)
+    assert result.exit_code == 0, result.output
+    assert f"bronze.items {LATER}: passed (0 errors, 1 warnings" in result.output
+    assert "warn expect_column_values_to_be_between(price) [price]" in result.output
+    assert f"bronze.quarantine {LATER}: passed (0 errors, 0 warnings" in result.output
+    assert f"2 of 2 tables passed for {LATER}; 1 warnings" in result.output
+    assert "reports: " in result.output and "index.html" in result.output
+
+
+@pytest.mark.spark
+def test_severity_decides_the_verdict_of_the_same_failure(spark, lake, tmp_path):
+    """The same null key fails the day as `error` and is only reported as `warn`."""
+    import shutil
+
+    from jobs.quality import load_suite, validate
+
+    shutil.copytree(lake.root / "expectations", tmp_path / "expectations")
+    path = tmp_path / "expectations" / "bronze" / "items.json"
+    text = path.read_text()
+    line = ('{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "item_id"}, '
+            '"meta": {"severity": "error"')
+    assert text.count(line) == 1
+    path.write_text(text.replace(line, line.replace('"error"', '"warn"')))
+    relaxed = Config(profile=lake.profile, root=tmp_path, data=lake.data)
+    check = "expect_column_values_to_not_be_null(item_id)"
+
+    rows = replace_column(bronze_item_rows(D), BRONZE_ITEMS_SCHEMA, 0, "item_id", None)
+    strict = validate(spark, lake, "bronze.items", D, df=spark.createDataFrame(rows, BRONZE_ITEMS_SCHEMA))
+    warned = validate(spark, relaxed, "bronze.items", D, df=spark.createDataFrame(rows, BRONZE_ITEMS_SCHEMA))
+    assert not strict.success and [r.check_id for r in strict.errors] == [check]
+    assert warned.success and warned.errors == [] and [r.check_id for r in warned.warnings] == [check]
+    assert warned.result(check).unexpected_count == strict.result(check).unexpected_count == 1
+    # GX's own severity follows ours, for its renderers.
+    severities = {e.configuration.kwargs.get("column"): e.severity
+                  for e in load_suite("bronze.items", tmp_path).expectations
+                  if e.expectation_type == "expect_column_values_to_not_be_null"}
+    assert str(severities["item_id"].value) == "warning" and str(severities["snapshot_date"].value) == "critical"
+
+
 # --------------------------------------------------------------------------------------------------
 # silver.items through run(): results recorded, docs built, QualityError on an unknown category
 
@@ -393,9 +704,11 @@ USER_FEATURES_SCHEMA = ", ".join(
 
 
 def user_feature_rows() -> list[tuple]:
+    from jobs.features import FEATURE_VERSION
+
     even = [1 / len(TOP_LEVEL)] * len(TOP_LEVEL)
     return [(k, "25-34", "F", "Chengdu", 5.0, 20.0, 10.0, 4.0, 2.0, 1.0, 3.0, 6.0, 1.0, 2.0, 300.0, 150.0,
-             0.1, 4.0, 1.1, even, D, "1") for k in (U1, U2, U3, U4)]
+             0.1, 4.0, 1.1, even, D, FEATURE_VERSION) for k in (U1, U2, U3, U4)]
 
 
 @pytest.mark.spark
@@ -463,19 +776,27 @@ RECS_SCHEMA = ("user_key string, as_of_date date, rank int, item_id string, scor
 
 
 def rec_rows(defect: str | None) -> list[tuple]:
-    lists = {  # user -> [(rank, item, score)]; u3 has only two candidates, which is allowed
+    """K = 3 per user; u3 has only two candidates left (it bought i3..i8), so exactly two."""
+    lists = {  # user -> [(rank, item, score)]
         U1: [(1, "i1", 0.9), (2, "i2", 0.8), (3, "i3", 0.7)],
         U2: [(1, "i2", 0.6), (2, "i4", 0.5), (3, "i5", 0.4)],
-        U3: [(1, "i1", 0.3), (2, "i3", 0.2)],
+        U3: [(1, "i1", 0.3), (2, "i2", 0.2)],
+        U4: [(1, "i5", 0.5), (2, "i6", 0.5), (3, "i8", 0.1)],  # a tie is not a rise; u4 bought i7
     }
     if defect == "gap_in_ranks":
-        lists[U3] = [(1, "i1", 0.3), (3, "i3", 0.2)]
+        lists[U3] = [(1, "i1", 0.3), (3, "i2", 0.2)]
     elif defect == "duplicate_item":
         lists[U1] = [(1, "i1", 0.9), (2, "i1", 0.8), (3, "i3", 0.7)]
     elif defect == "increasing_score":
         lists[U2] = [(1, "i2", 0.4), (2, "i4", 0.5), (3, "i5", 0.6)]
     elif defect == "bought_item":
         lists[U1] = [(1, "i1", 0.9), (2, "i2", 0.8), (3, "i6", 0.7)]
+    elif defect == "short_list":  # u2 has 8 candidates but got 2
+        lists[U2] = lists[U2][:2]
+    elif defect == "short_of_candidates":  # u3 has 2 candidates but got 1
+        lists[U3] = lists[U3][:1]
+    elif defect == "user_without_list":  # u4 is in the day's profile, with 7 candidates, and got nothing
+        del lists[U4]
     return [(user, D, rank, item, score, "popular in electronics", "3")
             for user, recs in lists.items() for rank, item, score in recs]
 
@@ -483,6 +804,9 @@ def rec_rows(defect: str | None) -> list[tuple]:
 @pytest.mark.spark
 @pytest.mark.parametrize("defect, check_id", [
     (None, None),
+    ("short_list", "list_length(user_key,item_id)"),
+    ("short_of_candidates", "list_length(user_key,item_id)"),
+    ("user_without_list", "list_length(user_key,item_id)"),
     ("gap_in_ranks", "ranks_contiguous(user_key,rank)"),
     ("duplicate_item", "expect_compound_columns_to_be_unique(user_key,item_id)"),
     ("increasing_score", "non_increasing(score)"),
@@ -495,7 +819,8 @@ def test_publish_recommendations(spark, lake, defect, check_id):
     report = validate(spark, lake, "publish.recommendations", D, df=frame)
     if defect is None:
         assert report.success and failures(report) == set(), report.summary()
-        assert report.result("rows_per_key(user_key)").observed_value["allowed"] == [None, K]
+        assert report.result("list_length(user_key,item_id)").observed_value == {
+            "keys_with_wrong_length": 0, "k": K, "candidates": 8, "bought_excluded_days": 90}
         return
     assert_only(report, check_id)
     sample = report.result(check_id).sample
@@ -503,6 +828,46 @@ def test_publish_recommendations(spark, lake, defect, check_id):
         assert [(r["user_key"], r["item_id"]) for r in sample] == [(U1, "i6")]
     if defect == "gap_in_ranks":
         assert sample == [{"user_key": U3, "ranks": [1, 3]}]
+    if defect == "short_list":
+        assert sample == [{"user_key": U2, "rows": 2, "eligible": 8, "expected": K}]
+    if defect == "short_of_candidates":
+        assert sample == [{"user_key": U3, "rows": 1, "eligible": 2, "expected": 2}]
+    if defect == "user_without_list":
+        assert sample == [{"user_key": U4, "rows": 0, "eligible": 7, "expected": K}]
+
+
+@pytest.mark.spark
+def test_with_the_bought_items_rule_off_bought_items_count_as_candidates(spark, lake):
+    """recommend.exclude_bought_days: 0 turns the rule off: a bought item may be recommended, and u3's
+    six bought items are candidates again, so its list of two is now too short."""
+    from jobs.quality import validate
+
+    data = copy.deepcopy(dict(lake.data))
+    data["recommend"]["exclude_bought_days"] = 0
+    rule_off = Config(profile=lake.profile, root=lake.root, data=data)
+    frame = spark.createDataFrame(rec_rows("bought_item"), RECS_SCHEMA)
+    report = validate(spark, rule_off, "publish.recommendations", D, df=frame)
+    assert report.result("not_recently_bought(user_key,item_id)").skipped
+    assert_only(report, "list_length(user_key,item_id)")
+    assert report.result("list_length(user_key,item_id)").sample == [
+        {"user_key": U3, "rows": 2, "eligible": 8, "expected": K}]
+
+
+@pytest.mark.spark
+def test_business_rules_shrink_the_candidates(spark, lake):
+    """With recommend.rules.max_price 20 only i1 and i2 may be recommended: two rows per user are due."""
+    from jobs.quality import validate
+
+    data = copy.deepcopy(dict(lake.data))
+    data["recommend"]["rules"] = {"max_price": 20, "exclude_categories": [], "min_price": None}
+    capped = Config(profile=lake.profile, root=lake.root, data=data)
+    report = validate(spark, capped, "publish.recommendations", D,
+                      df=spark.createDataFrame(rec_rows(None), RECS_SCHEMA))
+    assert_only(report, "list_length(user_key,item_id)")
+    result = report.result("list_length(user_key,item_id)")
+    assert result.observed_value["candidates"] == 2
+    assert result.sample == [{"user_key": u, "rows": 3, "eligible": 2, "expected": 2}
+                             for u in sorted((U1, U2, U4))]  # u3's two rows are right
 
 
 @pytest.mark.spark
@@ -519,5 +884,5 @@ def test_a_staged_day_is_held_to_the_published_suite_and_refers_to_its_own_stage
     report = validate(spark, lake, "staging.recommendations", D,
                       df=spark.createDataFrame(rec_rows(None), RECS_SCHEMA))
     assert report.table == "staging.recommendations"
-    assert failures(report) == {"exists_in(user_key)"}, report.summary()
-    assert report.result("exists_in(user_key)").observed_value == {"missing_in_staging.user_profile": 2}
+    assert failures(report) == {"exists_in(user_key)"}, report.summary()  # list lengths are right for all four
+    assert report.result("exists_in(user_key)").observed_value == {"missing_in_staging.user_profile": 5}
