@@ -2,108 +2,63 @@
 
 collect -> validate_bronze -> clean -> validate_silver -> features -> validate_gold -> train -> score
 -> validate_staging -> publish: a failed validation stops everything after it, so publish.* keeps the
-previous good day.
+previous good day. The run for day D starts when D is over (a daily data interval) and processes D.
 
-Wiring only. Every task is one call into jobs.runner; nothing heavy is imported at parse time.
+Trigger form: `collect_days` or `reload_from` (the range collect and clean reload), `retrain`
+(auto | always | never), `sample_users` (train on a sample). publish updates the Assets
+publish.user_profile and publish.recommendations, which downstream DAGs schedule on
+(dags/profile_consumers.py). Backfill: `airflow backfill create --dag-id profile_daily --from-date ...`.
+
+Wiring only: the steps and their order come from jobs.runner.PIPELINE (a new step is a line there);
+airflow.execution in the profile picks in-process tasks (local) or spark-submit against spark.master
+(spark_submit). Nothing heavy is imported at parse time.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+from airflow.sdk import chain, dag, task
+from airflow.sdk import CronDataIntervalTimetable
 
-import pendulum
-from airflow.sdk import Param, dag, task
+from jobs.runner import PIPELINE, task_id
+from portrait.dag_support import (config, default_args, execution_mode, published_assets, schedule_bounds,
+                                  task_timeout, trigger_params)
 
-DEFAULT_ARGS = {
-    "owner": "portrait",
-    "retries": 2,
-    "retry_delay": dt.timedelta(minutes=2),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": dt.timedelta(minutes=20),
-    "execution_timeout": dt.timedelta(hours=2),
-}
+CFG = config()
+START, END = schedule_bounds(CFG)
+
+
+@task
+def step(name: str, fixed: dict, **context):
+    from portrait.dag_support import run_task
+
+    return run_task(name, context, **fixed)
 
 
 @dag(
     dag_id="profile_daily",
     description="Daily user profiles and recommendations from shop events",
-    schedule="@daily",
-    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=START,
+    end_date=END,
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=default_args(CFG),
     tags=["portrait", "profile", "daily"],
-    params={
-        "collect_days": Param(
-            None, type=["null", "integer"], minimum=1, maximum=400,
-            description="Days ending at the logical date to (re)load; empty = the profile's pipeline.collect_days",
-        ),
-    },
+    params=trigger_params(),
     doc_md=__doc__,
 )
 def profile_daily():
-    @task
-    def collect(**context):
-        from jobs.runner import run_step
+    tasks = []
+    for name, fixed in PIPELINE:
+        outlets = published_assets(CFG) if name == "publish" else []
+        settings = {"task_id": task_id(name, fixed), "outlets": outlets, "execution_timeout": task_timeout(CFG, name)}
+        if execution_mode(CFG) == "spark_submit":
+            from portrait.spark_submit import PortraitSparkSubmitOperator
 
-        return run_step("collect", context["ds"], collect_days=context["params"].get("collect_days"))
-
-    @task
-    def clean(**context):
-        from jobs.runner import run_step
-
-        return run_step("clean", context["ds"], collect_days=context["params"].get("collect_days"))
-
-    @task
-    def features(**context):
-        from jobs.runner import run_step
-
-        return run_step("features", context["ds"])
-
-    @task
-    def train(**context):
-        from jobs.runner import run_step
-
-        return run_step("train", context["ds"])
-
-    @task
-    def score(**context):
-        from jobs.runner import run_step
-
-        return run_step("score", context["ds"])
-
-    @task
-    def publish(**context):
-        from jobs.runner import run_step
-
-        return run_step("publish", context["ds"])
-
-    @task
-    def validate_bronze(**context):
-        from jobs.runner import run_step
-
-        return run_step("validate", context["ds"], tables="bronze")
-
-    @task
-    def validate_silver(**context):
-        from jobs.runner import run_step
-
-        return run_step("validate", context["ds"], tables="silver")
-
-    @task
-    def validate_gold(**context):
-        from jobs.runner import run_step
-
-        return run_step("validate", context["ds"], tables="gold")
-
-    @task
-    def validate_staging(**context):
-        from jobs.runner import run_step
-
-        return run_step("validate", context["ds"], tables="staging")
-
-    (collect() >> validate_bronze() >> clean() >> validate_silver() >> features() >> validate_gold()
-     >> train() >> score() >> validate_staging() >> publish())
+            tasks.append(PortraitSparkSubmitOperator(step=name, fixed=fixed, cfg=CFG, **settings))
+        else:
+            tasks.append(step.override(**settings)(name, fixed))
+    chain(*tasks)
 
 
 profile_daily()

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -52,6 +52,13 @@ def generate(
     days: Optional[int] = typer.Option(None, help="number of days of events"),
     seed: Optional[int] = typer.Option(None, help="random seed; the same seed gives the same files"),
     start_date: Optional[str] = typer.Option(None, help="first day, YYYY-MM-DD"),
+    # Annotated, so that `demo` can call this function without naming them.
+    dirty: Annotated[str, typer.Option(help="plant defects in known numbers: none, light or heavy "
+                                            "(the truth goes to <ground_truth_dir>/dirty_manifest.json)")] = "none",
+    file_format: Annotated[str, typer.Option("--format", help="landing files as jsonl, csv or parquet")] = "jsonl",
+    gzip: Annotated[bool, typer.Option("--gzip", help="gzip the jsonl or csv files (.gz)")] = False,
+    social_edges: Annotated[bool, typer.Option("--social-edges", help="also write social_edges/ (follow, share_to)")
+                            ] = False,
 ) -> None:
     """Write a deterministic sample landing zone (and its planted ground truth)."""
     from jobs.generate import generate as run_generate
@@ -62,9 +69,13 @@ def generate(
         Path(cfg.landing_zone), Path(cfg.ground_truth_dir),
         users=users or int(cfg.get("generate.users")), days=days or int(cfg.get("generate.days")),
         seed=int(cfg.get("generate.seed")) if seed is None else seed, start_date=start,
+        dirty=dirty, file_format=file_format, gzip=gzip, social_edges=social_edges,
     )
     typer.echo(f"wrote {summary.events:,} events of {summary.users:,} users and {summary.items:,} items "
                f"for {len(summary.events_per_day)} days to {cfg.landing_zone}")
+    if summary.dirty != "none":
+        typer.echo(f"planted {sum(summary.defects.values()):,} defects ({summary.dirty}): "
+                   f"{summary.paths['dirty_manifest']}")
     typer.echo(f"ground truth (never read by the pipeline): {cfg.ground_truth_dir}")
 
 
@@ -118,6 +129,52 @@ def _model_line(cfg) -> str:
             f"({cfg.mlflow_tracking_uri})")
 
 
+@app.command()
+def sql(
+    query: str = typer.Argument(..., help='e.g. "SELECT segment_name, count(*) FROM publish.user_profile GROUP BY 1"'),
+    fmt: str = typer.Option("table", "--format", help="table, csv, or json (one object per line)"),
+    as_of_version: list[str] = typer.Option([], "--as-of-version", metavar="TABLE=VERSION",
+                                            help="read a table as of a Delta version (repeatable)"),
+    limit: int = typer.Option(1000, help="at most this many rows; 0 = all"),
+    engine: str = typer.Option("spark", help="spark (Spark SQL) or duckdb (delta-rs + DuckDB, no JVM)"),
+) -> None:
+    """Query the lakehouse with SQL; every table is there by its catalog name (publish.user_profile)."""
+    from jobs.common.errors import PortraitError
+    from portrait.sql import duckdb_query, parse_versions, render, spark_query
+
+    try:
+        cfg = _config()
+        versions = parse_versions(as_of_version)
+        if engine == "duckdb":
+            frame = duckdb_query(cfg, query, versions)
+            frame = frame.head(limit) if limit else frame
+        elif engine == "spark":
+            from jobs.common.spark import build_spark
+
+            frame = spark_query(build_spark(cfg, app_suffix="sql"), cfg, query, versions, limit or None)
+        else:
+            raise PortraitError(f"--engine must be spark or duckdb, not '{engine}'")
+        typer.echo(render(frame, fmt))
+    except PortraitError as exc:
+        _fail(str(exc))
+    if limit and len(frame) >= limit:
+        typer.echo(f"(first {limit} rows; --limit 0 for all)", err=True)
+
+
+@app.command()
+def forget(
+    user: str = typer.Option(..., "--user", help="the person's user id as the shop sends it (the raw id)"),
+    reason: Optional[str] = typer.Option(None, help="why, recorded in ops.forget_requests"),
+    by: Optional[str] = typer.Option(None, "--by", help="who asks; default the login name"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="count the person's rows, change nothing"),
+) -> None:
+    """Remove one person from every layer (Delta DELETE + VACUUM) and record the request (docs/cleaning.md)."""
+    from jobs.forget import run_forget
+
+    for line in run_forget(_config(), user, reason=reason, requested_by=by, dry_run=dry_run).lines():
+        typer.echo(line)
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def airflow(ctx: typer.Context) -> None:
     """Run the airflow CLI with the profile's AIRFLOW_HOME, DAG folder and database (migrated on first use).
@@ -137,11 +194,24 @@ def up() -> None:
     from portrait.airflow_env import airflow_env, ensure_airflow_db
     from portrait.services import up as start
 
+    from portrait.status import latest_date
+
     cfg = _config()
+    landing = Path(cfg.landing_zone)
+    if "://" not in cfg.landing_zone and not any(landing.glob("events/*")):
+        typer.echo(f"the landing zone {landing} is empty: generating the sample data first")
+        generate(users=None, days=None, seed=None, start_date=None)
     env = airflow_env(cfg)
     ensure_airflow_db(env)
     for line in start(cfg, env):
         typer.echo(line)
+    published = latest_date(cfg, "publish.user_profile")
+    if published:
+        typer.echo(f"published up to {published}: .venv/bin/portrait sql \"SELECT * FROM publish.user_profile LIMIT 5\"")
+    else:
+        last = _date(str(cfg.get("generate.start_date"))) + dt.timedelta(days=int(cfg.get("generate.days")) - 1)
+        typer.echo(f"nothing published yet: in the Airflow UI unpause profile_daily and trigger it for {last} "
+                   f"with reload_from {cfg.get('generate.start_date')} (or run `make demo`); docs/operations.md")
     typer.echo("stop them with: make down")
 
 
@@ -211,9 +281,10 @@ def demo(
     log_path = Path(env["AIRFLOW_HOME"]) / "demo-dags-test.log"
     with open(log_path, "w") as log:
         code = subprocess.call(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    _print_task_states(log_path)
-    if code != 0:
-        _fail(f"the DAG run failed (exit {code}); the full log is {log_path}")
+    state = _print_task_states(log_path)
+    # `airflow dags test` may exit 0 for a failed run: the run's own final state decides.
+    if code != 0 or state != "success":
+        _fail(f"the DAG run failed (exit {code}, state {state or 'unknown'}); the full log is {log_path}")
     typer.echo("")
     typer.echo(format_status(lakehouse_status(cfg, last), last))
     typer.echo(_model_line(cfg))
@@ -221,17 +292,20 @@ def demo(
                f"try: .venv/bin/portrait status --date {last}   ·   make up  (Airflow and MLflow UIs)")
 
 
-def _print_task_states(log_path: Path) -> None:
-    """Echo each step's one-line summary and the run's final state from the airflow log."""
+def _print_task_states(log_path: Path) -> str | None:
+    """Echo each step's one-line summary and the run's final state from the airflow log; return that state."""
     import re
 
+    final = None
     for line in log_path.read_text(errors="replace").splitlines():
         step = re.search(r"\] (.+?) \[portrait\]", line)
         if step:
             typer.echo(f"  task {step.group(1)}")
         elif "DagRun Finished" in line:
             state = re.search(r"state=(\w+)", line)
-            typer.echo(f"  DAG run finished: {state.group(1) if state else line.strip()[-120:]}")
+            final = state.group(1) if state else None
+            typer.echo(f"  DAG run finished: {final or line.strip()[-120:]}")
+    return final
 
 
 def main() -> None:

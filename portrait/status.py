@@ -58,3 +58,42 @@ def format_status(rows: list[TableStatus], on: dt.date | None) -> str:
 def lakehouse_exists(cfg: Config) -> bool:
     root = cfg.lakehouse_root
     return "://" in root or Path(root).exists()
+
+
+# What analysts read: every table of the publish layer.
+PUBLISHED_TABLES: tuple[str, ...] = tuple(name for name in TABLES if name.startswith("publish."))
+
+
+def latest_date(cfg: Config, name: str) -> dt.date | None:
+    """The newest date partition of a table, from its Delta log (no data files read)."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        table = DeltaTable(table_path(cfg, name))
+    except TableNotFoundError:
+        return None
+    column = TABLES[name].date_column
+    days = {dict(p).get(column) for p in table.partitions()}
+    days.discard(None)
+    return max(dt.date.fromisoformat(str(d)) for d in days) if days else None
+
+
+def published_counts(cfg: Config, on: dt.date | None = None) -> dict[str, object]:
+    """Rows per published table on `on` (default: the newest published day), read with delta-rs."""
+    on = on or latest_date(cfg, PUBLISHED_TABLES[0])
+    rows = {name: (table_status(cfg, name, on).rows_on_date if on else None) for name in PUBLISHED_TABLES}
+    return {"as_of_date": on.isoformat() if on else None, "rows": rows}
+
+
+def published_counts_for_events(events) -> dict[str, object]:
+    """profile_consumers' task: the day named by the newest triggering asset event, counted and logged."""
+    import logging
+
+    from jobs.common.config import load_config
+
+    days = [e.extra.get("as_of_date") for key in events for e in events[key] if (e.extra or {}).get("as_of_date")]
+    counts = published_counts(load_config(), dt.date.fromisoformat(max(days)) if days else None)
+    for name, rows in counts["rows"].items():
+        logging.getLogger("portrait").info("portrait: %s %s: %s rows", name, counts["as_of_date"], rows)
+    return counts
