@@ -7,8 +7,13 @@ BIN := $(VENV)/bin
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 export PORTRAIT_ENV ?= local
 PYTEST_ARGS ?=
+# Tests run in two pytest-xdist workers, one test file per worker at a time (module fixtures stay whole).
+# MARKS picks the tests: `make test` leaves out the `long` ones (backfill, broken day, Spark cluster),
+# `make test-all` (and CI) runs everything.
+WORKERS ?= 2
+MARKS ?= not long
 
-.PHONY: help setup uv venv java jars secret demo test test-fast up down clean-data
+.PHONY: help setup uv venv java jars secret demo test test-all test-fast up down clean-data
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,11 +37,14 @@ setup: venv java ## venv + Java check + Delta jars + local secret + Airflow data
 demo: setup ## generate sample data and run the whole DAG once with airflow dags test
 	@$(BIN)/portrait demo
 
-test: setup ## run the test suite (unit, DAG integrity, end to end)
-	@$(BIN)/pytest $(PYTEST_ARGS)
+test: setup ## run the test suite (unit, DAG integrity, a real Airflow run end to end), about 20 min
+	@$(BIN)/pytest -n $(WORKERS) --dist loadfile $(if $(MARKS),-m "$(MARKS)") $(PYTEST_ARGS)
+
+test-all: setup ## the test suite plus the long runs: backfill, broken day, Spark standalone cluster (CI)
+	@$(MAKE) --no-print-directory test MARKS=
 
 test-fast: setup ## the tests without the slow end-to-end ones
-	@$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory test MARKS="not slow"
 
 up: setup ## Airflow (http://localhost:8080) and MLflow (http://localhost:5000) UIs on this machine
 	@$(BIN)/portrait up

@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import lake_overrides, make_config
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.timeout(1800)]
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 START = dt.date(2026, 11, 1)
