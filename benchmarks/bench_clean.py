@@ -13,7 +13,7 @@ its JVM and Python workers; DuckDB's process), so peak memory is per engine:
   (PORTRAIT_ENV, default local: local[2], driver 3g); seconds are the step alone, without Spark's start.
 - duckdb: read the same files, drop duplicate event_ids, type ts/price/quantity/rating, write Parquet,
   with as many threads as Spark has cores.
-- spark clean: the hook `clean_step` below (jobs.clean over what collect wrote); `--steps collect` skips it.
+- spark clean: jobs.clean over what collect wrote (`child_spark_clean`); `--steps collect` skips it.
 
 Prints one table and, with --out, writes the figures as JSON.
 """
@@ -54,52 +54,36 @@ def _child_environment(workdir: Path) -> dict[str, str]:
     return env
 
 
+def _timed_step(step: str, table: str, days: int) -> dict[str, Any]:
+    """Run jobs.<step> over the generated days in a fresh Spark session; the clock starts after Spark."""
+    import importlib
+
+    from jobs.common.config import load_config
+    from jobs.common.spark import build_spark
+
+    module = importlib.import_module(f"jobs.{step}")
+    cfg = load_config()
+    started = time.perf_counter()
+    spark = build_spark(cfg, app_suffix="bench")
+    spark_start = time.perf_counter() - started
+    last = START + dt.timedelta(days=days - 1)
+    started = time.perf_counter()
+    result = module.run(spark, cfg, last, collect_days=days)
+    seconds = time.perf_counter() - started
+    counts = next(t for t in result.tables if t.table == table)
+    spark.stop()
+    return {"seconds": seconds, "spark_start_seconds": spark_start, "rows": counts.rows_in,
+            "rows_out": counts.rows_out, "duplicates": counts.duplicates, "quarantined": counts.quarantined_total}
+
+
 def child_spark_collect(days: int) -> dict[str, Any]:
-    from jobs import collect
-    from jobs.common.config import load_config
-    from jobs.common.spark import build_spark
-
-    cfg = load_config()
-    started = time.perf_counter()
-    spark = build_spark(cfg, app_suffix="bench")
-    spark_start = time.perf_counter() - started
-    last = START + dt.timedelta(days=days - 1)
-    started = time.perf_counter()
-    result = collect.run(spark, cfg, last, collect_days=days)
-    seconds = time.perf_counter() - started
-    events = next(t for t in result.tables if t.table == "bronze.events")
-    spark.stop()
-    return {"seconds": seconds, "spark_start_seconds": spark_start, "rows": events.rows_in,
-            "rows_out": events.rows_out, "quarantined": events.quarantined_total}
+    """jobs.collect over the landing zone into bronze."""
+    return _timed_step("collect", "bronze.events", days)
 
 
-def clean_step(days: int) -> dict[str, Any] | None:
-    """HOOK (clean side, issue 4): run jobs.clean over the bronze tables that collect just wrote.
-
-    Return {"seconds": ..., "rows": rows_in, ...} like child_spark_collect, measured the same way
-    (Spark started before the clock). Until the clean step is wired in here it returns None and the
-    table says so.
-    """
-    from jobs import clean
-    from jobs.common.config import load_config
-    from jobs.common.spark import build_spark
-
-    cfg = load_config()
-    started = time.perf_counter()
-    spark = build_spark(cfg, app_suffix="bench")
-    spark_start = time.perf_counter() - started
-    last = START + dt.timedelta(days=days - 1)
-    started = time.perf_counter()
-    result = clean.run(spark, cfg, last, collect_days=days)
-    seconds = time.perf_counter() - started
-    events = next(t for t in result.tables if t.table == "silver.events")
-    spark.stop()
-    return {"seconds": seconds, "spark_start_seconds": spark_start, "rows": events.rows_in,
-            "rows_out": events.rows_out, "duplicates": events.duplicates, "quarantined": events.quarantined_total}
-
-
-def child_spark_clean(days: int) -> dict[str, Any] | None:
-    return clean_step(days)
+def child_spark_clean(days: int) -> dict[str, Any]:
+    """jobs.clean over the bronze tables that collect just wrote."""
+    return _timed_step("clean", "silver.events", days)
 
 
 def child_duckdb(landing: Path, file_format: str, threads: int, out: Path) -> dict[str, Any]:
