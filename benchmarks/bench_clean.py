@@ -1,4 +1,4 @@
-"""Benchmark collect (and, once wired, clean) against DuckDB doing the same reading, de-duplication and typing.
+"""Benchmark collect and clean against DuckDB doing the same reading, de-duplication and typing.
 
 Usage:
   .venv/bin/python benchmarks/bench_clean.py                       # 1M and 10M events (10M takes a while)
