@@ -9,7 +9,7 @@ export PORTRAIT_ENV ?= local
 PYTEST_ARGS ?=
 # Tests run in two pytest-xdist workers, one test file per worker at a time (module fixtures stay whole).
 # MARKS picks the tests: `make test` leaves out the `long` ones (backfill, broken day, Spark cluster),
-# `make test-all` (and CI) runs everything.
+# `make test-all` runs everything.
 WORKERS ?= 2
 MARKS ?= not long
 
@@ -40,7 +40,7 @@ demo: setup ## generate sample data and run the whole DAG once with airflow dags
 test: setup ## run the test suite (unit, DAG integrity, a real Airflow run end to end), about 20 min
 	@$(BIN)/pytest -n $(WORKERS) --dist loadfile $(if $(MARKS),-m "$(MARKS)") $(PYTEST_ARGS)
 
-test-all: setup ## the test suite plus the long runs: backfill, broken day, Spark standalone cluster (CI)
+test-all: setup ## the test suite plus the long runs: backfill, broken day, Spark standalone cluster
 	@$(MAKE) --no-print-directory test MARKS=
 
 test-fast: setup ## the tests without the slow end-to-end ones

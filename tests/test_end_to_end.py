@@ -9,11 +9,11 @@ One Airflow and one generated dataset for the whole module, and every DAG run pu
 3. meanwhile a broken day BROKEN (every event without user id) lands and is triggered: the run fails before
    publish, the failure callback names the task, the day and the cause, publish.* keeps LAST as newest.
 
-Steps 2 and 3 are marked `long` (about 25 more minutes on 2 cores): `make test` runs step 1, `make test-all`
-and CI run all three.
+Steps 2 and 3 are marked `long` (about 25 more minutes on 2 cores): `make test` (and CI) runs step 1,
+`make test-all` all three.
 
 With PORTRAIT_E2E_KEEP set, the run's folder (lakehouse, landing zone, MLflow, Airflow home) is kept there
-with run.json ({"date": LAST, "env": {...}}) for CI's data-quality check (.ci/run).
+with run.json ({"date": the newest day a run published, "env": {...}}) for CI's data-quality check (.ci/run).
 """
 
 from __future__ import annotations
