@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,13 @@ def lake_overrides(base: Path) -> dict[str, str]:
         "PORTRAIT__AIRFLOW__HOME": str(base / "airflow"),
         "AIRFLOW_HOME": str(base / "airflow"),
     }
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for services a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def make_config(base: Path, **extra: str):

@@ -11,7 +11,6 @@ import datetime as dt
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import lake_overrides, make_config
+from tests.conftest import free_port, lake_overrides, make_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.timeout(1800)]
 REPO = Path(__file__).resolve().parents[1]
@@ -32,12 +31,6 @@ LAST = START + dt.timedelta(days=DAYS - 1)
 SPARK_HOME = str(Path(importlib.util.find_spec("pyspark").origin).parent)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _master_state(ui_port: int) -> dict:
     with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=5) as response:
         return json.loads(response.read())
@@ -47,7 +40,7 @@ def _master_state(ui_port: int) -> dict:
 def cluster(tmp_path_factory):
     """Master + two workers (1 core, 1g each) from the pyspark install, stopped at the end."""
     base = tmp_path_factory.mktemp("cluster")
-    port, ui_port = _free_port(), _free_port()
+    port, ui_port = free_port(), free_port()
     env = {**os.environ, "SPARK_HOME": SPARK_HOME, "SPARK_LOCAL_IP": "127.0.0.1",
            "SPARK_LOG_DIR": str(base / "logs"), "SPARK_WORKER_DIR": str(base / "work")}
     spark_class = str(BIN / "spark-class")
@@ -55,7 +48,7 @@ def cluster(tmp_path_factory):
                  "--port", str(port), "--webui-port", str(ui_port)]]
     for i in range(2):
         commands.append([spark_class, "org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}",
-                         "--host", "127.0.0.1", "--cores", "1", "--memory", "1g", "--webui-port", str(_free_port()),
+                         "--host", "127.0.0.1", "--cores", "1", "--memory", "1g", "--webui-port", str(free_port()),
                          "--work-dir", str(base / f"work-{i}")])
     processes = []
     try:

@@ -22,7 +22,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from jobs.runner import PIPELINE, task_id
-from tests.conftest import lake_overrides, make_config
+from tests.conftest import free_port, lake_overrides, make_config
 
 # How long to wait for runs, scaled up on a slow or shared machine (PORTRAIT_E2E_WAIT_SCALE=3).
 WAIT_SCALE = float(os.environ.get("PORTRAIT_E2E_WAIT_SCALE", "1"))
@@ -55,12 +54,6 @@ class Airflow:
     api: object
     base: Path
     published: list = field(default_factory=list)   # days a run published, for CI's data-quality check
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run_folder(tmp_path_factory) -> Path:
@@ -91,7 +84,7 @@ def airflow(tmp_path_factory):
     cfg = make_config(base, PORTRAIT__AIRFLOW__END_DATE=BROKEN.isoformat())
     env = airflow_env(cfg, base=env)
     ensure_airflow_db(env)
-    service = airflow_service(env, port=_free_port())
+    service = airflow_service(env, port=free_port())
     start_service(service, env, REPO, wait_s=420)
     try:
         api = AirflowAPI(service.ui_url, *airflow_login(env))
