@@ -37,14 +37,16 @@ setup: venv java ## venv + Java check + Delta jars + local secret + Airflow data
 demo: setup ## generate sample data and run the whole DAG once with airflow dags test
 	@$(BIN)/portrait demo
 
+PYTEST := $(BIN)/pytest -n $(WORKERS) --dist loadfile
+
 test: setup ## run the test suite (unit, DAG integrity, a real Airflow run end to end), about 20 min
-	@$(BIN)/pytest -n $(WORKERS) --dist loadfile $(if $(MARKS),-m "$(MARKS)") $(PYTEST_ARGS)
+	@$(PYTEST) $(if $(MARKS),-m "$(MARKS)") $(PYTEST_ARGS)
 
 test-all: setup ## the test suite plus the long runs: backfill, broken day, Spark standalone cluster
-	@$(MAKE) --no-print-directory test MARKS=
+	@$(PYTEST) $(PYTEST_ARGS)
 
 test-fast: setup ## the tests without the slow end-to-end ones
-	@$(MAKE) --no-print-directory test MARKS="not slow"
+	@$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 up: setup ## Airflow (http://localhost:8080) and MLflow (http://localhost:5000) UIs on this machine
 	@$(BIN)/portrait up
