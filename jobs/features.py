@@ -413,12 +413,14 @@ def _delete_old_state(spark: "SparkSession", cfg: Config, as_of: dt.date) -> Non
 
 
 def run(spark: "SparkSession", cfg: Config, run_date: dt.date, mode: str | None = None) -> StepResult:
-    """gold.user_feature_state, gold.user_features and gold.item_features for `run_date`.
+    """gold.user_feature_state, gold.user_features, gold.item_features and gold.user_sequences for `run_date`.
 
     mode: incremental (default, `features.mode`) continues the state of the day before and falls
     back to full when it is missing or was computed with other settings; full recomputes the window.
     """
     from pyspark.sql import functions as F
+
+    from jobs.sequences import write_user_sequences
 
     mode = str(mode or cfg.get("features.mode", "incremental"))
     if mode not in MODES:
@@ -459,6 +461,7 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, mode: str | None 
     item_features = transform_item_features(events, item_snapshot, run_date, half_life_days=params.half_life_days)
     written = replace_dates(item_features, cfg, "gold.item_features", [run_date])
     result.tables.append(TableCount("gold.item_features", written, written))
+    result.tables.append(write_user_sequences(spark, cfg, run_date, events=events))
 
     _delete_old_state(spark, cfg, run_date)
     write_audit(spark, cfg, "features", run_date, result.tables)

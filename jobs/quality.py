@@ -287,11 +287,8 @@ def suite_parameters(cfg: Config, run_date: dt.date) -> dict[str, Any]:
     from jobs.clean import AGE_BANDS, EVENT_TYPES
     from jobs.common.taxonomy import TOP_LEVEL
     from jobs.features import FEATURE_VERSION
-
-    try:
-        from jobs.score import SEGMENT_NAMES
-    except ImportError:  # before scoring moved out of jobs.publish
-        from jobs.publish import SEGMENT_NAMES
+    from jobs.score import SEGMENT_NAMES
+    from jobs.sequences import sequence_length
 
     day_start = dt.datetime.combine(run_date, dt.time(), tzinfo=dt.timezone.utc)
     collect_reasons = _reasons(COLLECT_REASONS, jobs.collect)
@@ -319,6 +316,7 @@ def suite_parameters(cfg: Config, run_date: dt.date) -> dict[str, Any]:
         "feature_window_days": int(cfg.get("pipeline.feature_window_days", 90)),
         "recommend_k": int(cfg.get("recommend.k")),
         "embedding_dim": int(cfg.get("model.embedding_dim")),
+        "sequence_length": sequence_length(cfg),
     }
 
 

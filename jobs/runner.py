@@ -23,6 +23,7 @@ STEPS: dict[str, str] = {
     "collect": "jobs.collect",
     "clean": "jobs.clean",
     "features": "jobs.features",
+    "sequences": "jobs.sequences",
     "feature_report": "jobs.feature_report",
     "train": "ml.train",
     "score": "jobs.score",

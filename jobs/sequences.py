@@ -110,13 +110,17 @@ def sequences_as_of(spark: "SparkSession", cfg: Config, as_of: dt.date) -> "Data
     return build_user_sequences(spark, cfg, as_of)
 
 
+def write_user_sequences(spark: "SparkSession", cfg: Config, run_date: dt.date,
+                         events: "DataFrame | None" = None) -> TableCount:
+    """Replace gold.user_sequences for as_of_date = run_date; the features step calls this every day."""
+    written = replace_dates(build_user_sequences(spark, cfg, run_date, events=events), cfg,
+                            "gold.user_sequences", [run_date])
+    return TableCount("gold.user_sequences", written, written)
+
+
 def run(spark: "SparkSession", cfg: Config, run_date: dt.date) -> StepResult:
-    """Write gold.user_sequences for as_of_date = run_date (replaces that date only)."""
-    sequences = build_user_sequences(spark, cfg, run_date).cache()
-    users = sequences.count()
-    written = replace_dates(sequences, cfg, "gold.user_sequences", [run_date])
-    sequences.unpersist()
+    """Write gold.user_sequences alone (the daily features step writes it too), for a rebuild or a backfill."""
     result = StepResult("sequences", run_date)
-    result.tables.append(TableCount("gold.user_sequences", users, written))
+    result.tables.append(write_user_sequences(spark, cfg, run_date))
     write_audit(spark, cfg, "sequences", run_date, result.tables)
     return result

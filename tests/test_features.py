@@ -381,6 +381,8 @@ def _write_silver(spark, cfg, events, items, users):
 
     from jobs.common.delta import replace_dates
 
+    if "event_id" not in events.columns:  # silver always has one; the hand-made frames leave it out
+        events = events.withColumn("event_id", F.concat_ws("|", "user_key", "ts", "event_type", "item_id"))
     replace_dates(events, cfg, "silver.events", [r[0] for r in events.select("event_date").distinct().collect()])
     replace_dates(items.withColumn("snapshot_date", F.lit(days_before(60))), cfg, "silver.items", [days_before(60)])
     replace_dates(users.withColumn("snapshot_date", F.lit(days_before(1))), cfg, "silver.users", [days_before(1)])
@@ -411,8 +413,12 @@ def test_features_step_falls_back_then_continues_and_reruns(spark, tmp_path, ric
     assert [b["score"] for b in stored["c"]["top_brands"]] == pytest.approx([b["score"] for b in rich["c"]["top_brands"]])
     assert stored["c"]["search_keywords"] == rich["c"]["search_keywords"]
     audit = read_table(spark, cfg, "ops.run_audit").where(f"step = 'features' AND run_date = DATE'{D}'").collect()
-    assert {r["table_name"] for r in audit} == {"gold.user_feature_state", "gold.user_features", "gold.item_features"}
+    assert {r["table_name"] for r in audit} == {"gold.user_feature_state", "gold.user_features", "gold.item_features",
+                                                "gold.user_sequences"}
     assert all(r["balanced"] for r in audit)
+    sequences = read_table(spark, cfg, "gold.user_sequences").where(f"as_of_date = DATE'{D}'")
+    # d is in the user master only: features for everyone, a sequence only for users with interactions.
+    assert [r["user_key"] for r in sequences.select("user_key").collect()] == ["c"]
 
     # Other settings: yesterday's state is not continued; the rerun replaces the day instead of adding to it.
     other = make_config(tmp_path, PORTRAIT__FEATURES__AFFINITY_HALF_LIFE_DAYS="7")

@@ -30,7 +30,7 @@ U1, U2, U3, U4 = (key(f"user{i}") for i in range(1, 5))
 
 
 SUITES = ("bronze.events", "bronze.users", "bronze.items", "bronze.quarantine", "silver.events", "silver.users",
-          "silver.items", "gold.user_features", "gold.item_features", "publish.user_profile",
+          "silver.items", "gold.user_features", "gold.item_features", "gold.user_sequences", "publish.user_profile",
           "publish.recommendations")
 
 
@@ -740,6 +740,37 @@ def test_gold_item_features(spark, lake, defect):
     rows = replace_column(item_feature_rows(D), ITEM_FEATURES_SCHEMA, 0, "price_pct_in_category", 1.2)
     report = validate(spark, lake, "gold.item_features", D, df=spark.createDataFrame(rows, ITEM_FEATURES_SCHEMA))
     assert_only(report, "expect_column_values_to_be_between(price_pct_in_category)")
+
+
+SEQUENCES_SCHEMA = ("user_key string, item_ids array<string>, categories array<string>, event_types array<string>, "
+                    "gaps array<long>, length int, as_of_date date")
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("defect, check_id", [
+    (None, None),
+    ("negative_gap", "array_values(gaps)"),
+    ("too_long", "expect_column_values_to_be_between(length)"),
+    ("unknown_event_type", "array_values(event_types)"),
+])
+def test_gold_user_sequences(spark, lake, defect, check_id):
+    from jobs.quality import validate
+    from jobs.sequences import sequence_length
+
+    cap = sequence_length(lake)
+    rows = [(k, ["i1", "i2"], [TOP_LEVEL[0], "unknown"], ["view", "purchase"], [0, 60], 2, D) for k in (U1, U2, U3)]
+    if defect == "negative_gap":
+        rows[1] = (U2, ["i1", "i2"], [TOP_LEVEL[0], TOP_LEVEL[1]], ["view", "click"], [0, -5], 2, D)
+    elif defect == "too_long":
+        rows[1] = (U2, ["i1"] * (cap + 1), [TOP_LEVEL[0]] * (cap + 1), ["view"] * (cap + 1), [0] * (cap + 1), cap + 1, D)
+    elif defect == "unknown_event_type":
+        rows[1] = (U2, ["i1"], [TOP_LEVEL[0]], ["teleport"], [0], 1, D)
+    report = validate(spark, lake, "gold.user_sequences", D, df=spark.createDataFrame(rows, SEQUENCES_SCHEMA))
+    if defect is None:
+        assert report.success and failures(report) == set(), report.summary()
+        assert not report.result("exists_in(user_key)").skipped
+    else:
+        assert_only(report, check_id)
 
 
 # --------------------------------------------------------------------------------------------------
