@@ -726,7 +726,10 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, collect_days: int
             frame = frames[0]
             for other in frames[1:]:
                 frame = frame.unionByName(other)
-            parsed[kind] = frame.persist(StorageLevel.MEMORY_AND_DISK)
+            # One partition per landed file, so a cached block is a whole file: MEMORY_AND_DISK unrolls
+            # a block in the heap before it spills and ran out of a 3 GiB heap on 2M-line files;
+            # DISK_ONLY streams each block to local disk (still cheaper than parsing the files twice).
+            parsed[kind] = frame.persist(StorageLevel.DISK_ONLY)
     try:
         counts = _file_counts(parsed)
         unreadable = [c for c in counts if c.reason == _UNREADABLE]
