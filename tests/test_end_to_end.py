@@ -4,8 +4,9 @@ One Airflow and one generated dataset for the whole module, and every DAG run pu
 
 1. trigger profile_daily for FIRST through the REST API (reload_from = the first generated day, the model
    trains): every task green, the published tables right, the asset-scheduled profile_consumers DAG runs;
-2. `airflow backfill create` of FIRST..LAST with retrain=never: three runs, three published partitions, and
-   the re-run of FIRST (reprocess "completed") leaves its published day identical;
+2. a backfill of FIRST..LAST through the REST API (POST /api/v2/backfills) with retrain=never: three
+   runs, three published partitions, and the re-run of FIRST (reprocess "completed") leaves its
+   published day identical;
 3. a broken day BROKEN (every event without user id) lands and is triggered: the run fails before
    publish, the failure callback names the task, the day and the cause, publish.* keeps the newest good
    day it had before.
@@ -194,12 +195,8 @@ def backfill(airflow, first_run):
             ("publish.user_profile", "as_of_date"), ("publish.recommendations", "as_of_date"))},
     }
     existing = len(api.runs("profile_daily"))
-    done = subprocess.run(
-        [PORTRAIT, "airflow", "backfill", "create", "--dag-id", "profile_daily",
-         "--from-date", FIRST.isoformat(), "--to-date", LAST.isoformat(), "--reprocess-behavior", "completed",
-         "--max-active-runs", "3", "--dag-run-conf", json.dumps({"retrain": "never"})],
-        env=airflow.env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    api.backfill("profile_daily", FIRST.isoformat(), LAST.isoformat(), {"retrain": "never"},
+                 reprocess="completed", max_active_runs=3)
     # FIRST's run is cleared and re-run as part of the backfill: two runs more than before
     runs = api.wait_for_runs("profile_daily", count=existing + 2, timeout_s=1800 * WAIT_SCALE)
     if all(r["state"] == "success" for r in runs if r["run_type"] == "backfill"):
