@@ -461,7 +461,7 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, mode: str | None 
     item_features = transform_item_features(events, item_snapshot, run_date, half_life_days=params.half_life_days)
     written = replace_dates(item_features, cfg, "gold.item_features", [run_date])
     result.tables.append(TableCount("gold.item_features", written, written))
-    result.tables.append(write_user_sequences(spark, cfg, run_date, events=events))
+    result.tables.append(write_user_sequences(spark, cfg, run_date, events=events, items=item_snapshot))
 
     _delete_old_state(spark, cfg, run_date)
     write_audit(spark, cfg, "features", run_date, result.tables)

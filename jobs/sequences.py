@@ -111,9 +111,9 @@ def sequences_as_of(spark: "SparkSession", cfg: Config, as_of: dt.date) -> "Data
 
 
 def write_user_sequences(spark: "SparkSession", cfg: Config, run_date: dt.date,
-                         events: "DataFrame | None" = None) -> TableCount:
+                         events: "DataFrame | None" = None, items: "DataFrame | None" = None) -> TableCount:
     """Replace gold.user_sequences for as_of_date = run_date; the features step calls this every day."""
-    written = replace_dates(build_user_sequences(spark, cfg, run_date, events=events), cfg,
+    written = replace_dates(build_user_sequences(spark, cfg, run_date, events=events, items=items), cfg,
                             "gold.user_sequences", [run_date])
     return TableCount("gold.user_sequences", written, written)
 

@@ -742,10 +742,6 @@ def test_gold_item_features(spark, lake, defect):
     assert_only(report, "expect_column_values_to_be_between(price_pct_in_category)")
 
 
-SEQUENCES_SCHEMA = ("user_key string, item_ids array<string>, categories array<string>, event_types array<string>, "
-                    "gaps array<long>, length int, as_of_date date")
-
-
 @pytest.mark.spark
 @pytest.mark.parametrize("defect, check_id", [
     (None, None),
@@ -755,7 +751,7 @@ SEQUENCES_SCHEMA = ("user_key string, item_ids array<string>, categories array<s
 ])
 def test_gold_user_sequences(spark, lake, defect, check_id):
     from jobs.quality import validate
-    from jobs.sequences import sequence_length
+    from jobs.sequences import SEQUENCE_SCHEMA, sequence_length
 
     cap = sequence_length(lake)
     rows = [(k, ["i1", "i2"], [TOP_LEVEL[0], "unknown"], ["view", "purchase"], [0, 60], 2, D) for k in (U1, U2, U3)]
@@ -765,7 +761,7 @@ def test_gold_user_sequences(spark, lake, defect, check_id):
         rows[1] = (U2, ["i1"] * (cap + 1), [TOP_LEVEL[0]] * (cap + 1), ["view"] * (cap + 1), [0] * (cap + 1), cap + 1, D)
     elif defect == "unknown_event_type":
         rows[1] = (U2, ["i1"], [TOP_LEVEL[0]], ["teleport"], [0], 1, D)
-    report = validate(spark, lake, "gold.user_sequences", D, df=spark.createDataFrame(rows, SEQUENCES_SCHEMA))
+    report = validate(spark, lake, "gold.user_sequences", D, df=spark.createDataFrame(rows, SEQUENCE_SCHEMA))
     if defect is None:
         assert report.success and failures(report) == set(), report.summary()
         assert not report.result("exists_in(user_key)").skipped
