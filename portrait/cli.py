@@ -81,7 +81,7 @@ def generate(
 
 @app.command("run-step")
 def run_step_cmd(
-    step: str = typer.Argument(..., help="one of jobs.runner.STEPS: collect, clean, features, feature_report, train, score, validate, publish"),
+    step: str = typer.Argument(..., help="one of jobs.runner.STEPS: collect, clean, features, sequences, feature_report, train, score, validate, publish"),
     date: str = typer.Option(..., "--date", help="logical date, YYYY-MM-DD"),
     collect_days: Optional[int] = typer.Option(None, help="collect/clean: days ending at --date to (re)load"),
 ) -> None:

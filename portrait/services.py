@@ -7,6 +7,7 @@ AirflowAPI, as a person or a CI job would.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -21,6 +22,8 @@ from typing import Any
 
 from jobs.common.config import Config
 from jobs.common.errors import EnvironmentSetupError, PortraitError
+
+log = logging.getLogger(__name__)
 
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
 
@@ -173,7 +176,11 @@ def down(env: dict[str, str]) -> list[str]:
 
 
 class AirflowAPIError(PortraitError):
-    """The Airflow REST API answered with an error."""
+    """The Airflow REST API answered with an error (`status`: the HTTP code, None when there was no answer)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class AirflowAPI:
@@ -195,7 +202,7 @@ class AirflowAPI:
                 text = response.read().decode()
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:1000]
-            raise AirflowAPIError(f"{method} {path} answered {exc.code}: {detail}") from None
+            raise AirflowAPIError(f"{method} {path} answered {exc.code}: {detail}", exc.code) from None
         return json.loads(text) if text.strip().startswith(("{", "[")) else text
 
     def token(self) -> str:
@@ -240,15 +247,31 @@ class AirflowAPI:
         return run["dag_run_id"]
 
     def backfill(self, dag_id: str, from_date: str, to_date: str, conf: dict | None = None,
-                 reprocess: str = "none", max_active_runs: int = 1) -> dict:
+                 reprocess: str = "none", max_active_runs: int = 1, attempts: int = 8,
+                 backoff_s: float = 5.0) -> dict:
         """Create a backfill (POST /api/v2/backfills, what the UI's backfill form sends); returns it.
 
-        With the embedded SQLite metadata database the `airflow backfill create` CLI competes with the
-        running scheduler for the database lock ("database is locked"); the API server does not.
+        On the embedded SQLite metadata database the scheduler holds the write lock now and then: the
+        `airflow backfill create` CLI then fails with "database is locked" and the API answers 503.
+        A 503 is tried again with back-off; a 409 after such a try means the backfill got created
+        after all, and the active one is returned.
         """
-        return self.post("/api/v2/backfills", {
-            "dag_id": dag_id, "from_date": f"{from_date}T00:00:00Z", "to_date": f"{to_date}T00:00:00Z",
-            "dag_run_conf": conf or {}, "reprocess_behavior": reprocess, "max_active_runs": max_active_runs})
+        body = {"dag_id": dag_id, "from_date": f"{from_date}T00:00:00Z", "to_date": f"{to_date}T00:00:00Z",
+                "dag_run_conf": conf or {}, "reprocess_behavior": reprocess, "max_active_runs": max_active_runs}
+        for attempt in range(1, attempts + 1):
+            try:
+                return self.post("/api/v2/backfills", body)
+            except AirflowAPIError as exc:
+                if exc.status == 409 and attempt > 1:
+                    active = [b for b in self.get(f"/api/v2/backfills?dag_id={dag_id}")["backfills"]
+                              if not b.get("completed_at")]
+                    if active:
+                        return active[-1]
+                if exc.status != 503 or attempt == attempts:
+                    raise
+                log.info("backfill of %s: the metadata database is busy (try %d of %d)", dag_id, attempt, attempts)
+                time.sleep(backoff_s * attempt)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def runs(self, dag_id: str) -> list[dict]:
         return self.get(f"/api/v2/dags/{dag_id}/dagRuns?limit=100&order_by=logical_date")["dag_runs"]

@@ -196,7 +196,7 @@ def backfill(airflow, first_run):
     }
     existing = len(api.runs("profile_daily"))
     api.backfill("profile_daily", FIRST.isoformat(), LAST.isoformat(), {"retrain": "never"},
-                 reprocess="completed", max_active_runs=3)
+                 reprocess="completed", max_active_runs=1)
     # FIRST's run is cleared and re-run as part of the backfill: two runs more than before
     runs = api.wait_for_runs("profile_daily", count=existing + 2, timeout_s=1800 * WAIT_SCALE)
     if all(r["state"] == "success" for r in runs if r["run_type"] == "backfill"):
