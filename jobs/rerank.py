@@ -28,7 +28,11 @@ if TYPE_CHECKING:
     from jobs.common.config import Config
     from pyspark.sql import DataFrame
 
-SOURCES: tuple[str, ...] = ("embedding", "tag", "similar_item")
+SOURCES: tuple[str, ...] = ("embedding", "tag", "similar_item", "seen")
+# How `seen` words the event type of the user's most recent step on the item.
+SEEN_VERBS = {"view": "viewed", "click": "clicked", "add_to_cart": "put in your cart",
+              "remove_from_cart": "took out of your cart", "purchase": "bought", "review": "reviewed",
+              "rating": "rated", "share": "shared"}
 # Business rules that recommend.rules may set; anything else is a typo and is refused.
 RULES: dict[str, str] = {
     "exclude_categories": "top-level categories never recommended (list)",
@@ -210,10 +214,13 @@ def category_label(category: str | None) -> str:
 def reason(source: str, evidence: str | None, category: str | None) -> str:
     """Why an item is recommended, in words a shopper or an analyst reads.
 
-    tag: evidence is the interest tag; similar_item: evidence names the viewed item;
-    embedding: the item's category is the readable part of an embedding match.
+    tag: evidence is the interest tag; similar_item: evidence names the viewed item; seen: evidence
+    is the event type of the user's latest step on this very item; embedding: the item's category
+    is the readable part of an embedding match.
     """
     evidence = (evidence or "").strip()
+    if source == "seen":
+        return f"an item you {SEEN_VERBS.get(evidence, 'looked at')} recently"
     if source == "tag":
         return f"matches your interest in {category_label(evidence or category)}"
     if source == "similar_item":

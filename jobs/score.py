@@ -84,12 +84,15 @@ def transform_profile(features: "DataFrame", scored: "DataFrame", model_version:
 
 
 def candidate_sources(candidate_categories: np.ndarray, top_tags: np.ndarray, seq_categories: np.ndarray,
-                      seq_items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                      seq_items: np.ndarray, candidate_items: np.ndarray | None = None,
+                      seq_event_types: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(source, evidence) for each candidate (users x candidates), the rule the re-ranker words:
 
-    'tag' when the candidate's category is one of the user's top tags (evidence: the category);
-    else 'similar_item' when the user's sequence holds an item of that category (evidence: the
-    most recent one); else 'embedding' (evidence empty). Arrays of category/item strings; '' pads.
+    'seen' when the candidate itself is in the user's sequence (evidence: the event type of the most
+    recent step on it; needs `candidate_items` and `seq_event_types`); else 'tag' when the
+    candidate's category is one of the user's top tags (evidence: the category); else
+    'similar_item' when the user's sequence holds an item of that category (evidence: the most
+    recent one); else 'embedding' (evidence empty). Arrays of category/item strings; '' pads.
     """
     users, n = candidate_categories.shape
     source = np.full((users, n), "embedding", dtype=object)
@@ -107,6 +110,12 @@ def candidate_sources(candidate_categories: np.ndarray, top_tags: np.ndarray, se
         rows, cols = np.nonzero(has)
         source[rows, cols] = "similar_item"
         evidence[rows, cols] = seq_items[rows, last[rows, cols]]
+    if candidate_items is not None and seq_event_types is not None and seq_items.shape[1]:
+        same = (candidate_items[:, :, None] == seq_items[:, None, :]) & (seq_items[:, None, :] != "")
+        rows, cols = np.nonzero(same.any(axis=2))
+        last = seq_items.shape[1] - 1 - np.argmax(same[:, :, ::-1], axis=2)
+        source[rows, cols] = "seen"
+        evidence[rows, cols] = seq_event_types[rows, last[rows, cols]]
     return source, evidence
 
 
@@ -136,7 +145,7 @@ def score_batch(scorer: "Scorer", users: "pa.Table", item_table, item_categories
     spec = scorer.spec
     dim = scores.embeddings.shape[1] - 1          # the last component is the constant 1 of the bias trick
     order = np.argsort(-scores.tag_scores, axis=1, kind="stable")
-    top, raw = top_items(scores.embeddings, item_vectors, n_candidates)
+    top, raw = top_items(scores.embeddings, item_vectors, n_candidates, history=scores.history(item_table))
     relative = relative_scores(raw)
     tags = np.asarray(spec.tags, dtype=object)
     candidate_categories = np.where(top >= 0, item_categories[np.maximum(top, 0)], "")
@@ -145,9 +154,13 @@ def score_batch(scorer: "Scorer", users: "pa.Table", item_table, item_categories
         if "seq_categories" in users.column_names else np.zeros((users.num_rows, 0), dtype=object)
     seq_items = _strings(users.column("seq_item_ids"), sequence_length) \
         if "seq_item_ids" in users.column_names else np.zeros((users.num_rows, 0), dtype=object)
-    source, evidence = candidate_sources(candidate_categories, tags[order[:, :TAG_EVIDENCE_TOP]],
-                                         seq_categories, seq_items)
+    seq_event_types = _strings(users.column("seq_event_types"), sequence_length) \
+        if "seq_event_types" in users.column_names else np.zeros((users.num_rows, 0), dtype=object)
     item_array = np.asarray(item_ids, dtype=object)
+    candidate_items = np.where(top >= 0, item_array[np.maximum(top, 0)], "") if len(item_array) else \
+        np.full(top.shape, "", dtype=object)
+    source, evidence = candidate_sources(candidate_categories, tags[order[:, :TAG_EVIDENCE_TOP]],
+                                         seq_categories, seq_items, candidate_items, seq_event_types)
     rows: dict[str, list] = {k: [] for k in ("user_key", "interest_tags", "top_categories", "model_segment",
                                              "model_churn", "user_embedding", "candidates")}
     for u, key in enumerate(scores.user_keys):

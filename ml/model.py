@@ -25,6 +25,7 @@ TAGS_OUTPUT = "interest_tags"
 SEGMENT_OUTPUT = "segment"
 CHURN_OUTPUT = "churn"
 RETRIEVAL_OUTPUT = "retrieval"
+REPEAT_WEIGHTS = "repeat_weights"
 PROFILE_OUTPUTS = (TAGS_OUTPUT, SEGMENT_OUTPUT, CHURN_OUTPUT, USER_EMBEDDING)
 # A duplicate of the row's own positive elsewhere in the batch is not a negative: its logit is masked.
 MASKED_LOGIT = -1e9
@@ -34,6 +35,7 @@ MASKED_LOGIT = -1e9
 class ModelParams:
     embedding_dim: int = 32          # the published user vector: the taste part plus the history codes
     history_code_dim: int = 0        # fixed random item codes pooled over the sequence; 0 = off
+    repeat_term: bool = True         # add the learned repeat term a * log(1 + sum of the item's step weights)
     hidden_units: int = 64
     item_embedding_dim: int = 16     # the item id table of the sequence (and of the item tower, when used)
     item_id_in_item_tower: bool = False
@@ -57,6 +59,7 @@ class ModelParams:
         params = cls(
             embedding_dim=int(cfg.get("model.embedding_dim", defaults.embedding_dim)),
             history_code_dim=int(cfg.get("model.history_code_dim", defaults.history_code_dim)),
+            repeat_term=bool(cfg.get("model.repeat_term", defaults.repeat_term)),
             hidden_units=int(cfg.get("model.hidden_units", defaults.hidden_units)),
             item_embedding_dim=int(cfg.get("model.item_embedding_dim", defaults.item_embedding_dim)),
             item_id_in_item_tower=bool(cfg.get("model.item_id_in_item_tower", defaults.item_id_in_item_tower)),
@@ -84,6 +87,8 @@ def _layers():
     """The custom layers, defined on first use so that importing ml.model stays light."""
     import keras
     from keras import ops
+
+    from ml.dataset import OOV
 
     if hasattr(_layers, "cache"):
         return _layers.cache
@@ -140,6 +145,38 @@ def _layers():
             return self.scale * pooled / (ops.sum(weight, axis=1, keepdims=True) + 1.0)
 
     @keras.saving.register_keras_serializable(package="portrait")
+    class RepeatWeights(keras.layers.Layer):
+        """Each sequence step's weight in the repeat term, exp(w[event type] + g * gap), 0 for padding,
+        and the term's scale a (returned per row, for RepeatLogits).
+
+        The repeat term of user u and item i is a * log(1 + the sum of the weights of u's steps on i):
+        0 for an item u never touched, a * log 2 for one plain step at the start, learned from there (a
+        cart may count more than a view, a step after a long pause less). Added to the logit, it
+        multiplies P(i | u) by (1 + that sum) ** a. It is exact for every item, unlike a dot product.
+        """
+
+        def build(self, event_types_shape, gaps_shape, ids_shape):
+            self.type_weight = self.add_weight(shape=(64,), initializer="zeros", name="type_weight")
+            self.gap_weight = self.add_weight(shape=(), initializer="zeros", name="gap_weight")
+            self.scale = self.add_weight(shape=(), initializer="ones", name="scale")
+
+        def call(self, event_types, gaps, ids):
+            known = ops.cast(ops.greater(ids, OOV), "float32")          # padding and unknown items never match
+            logit = ops.take(self.type_weight, ops.clip(event_types, 0, 63)) + self.gap_weight * ops.cast(gaps, "float32")
+            weights = ops.exp(ops.clip(logit, -10.0, 10.0)) * known
+            return weights, ops.ones_like(weights[:, :1]) * self.scale
+
+    @keras.saving.register_keras_serializable(package="portrait")
+    class RepeatLogits(keras.layers.Layer):
+        """repeat[i, j] = a * log(1 + sum over row i's steps on row j's item of their weights): the
+        repeat term for every user-item pair of the batch, added to the in-batch logits."""
+
+        def call(self, weights, scale, seq_items, item_ids):
+            match = ops.cast(ops.equal(ops.expand_dims(seq_items, -1), ops.reshape(item_ids, (1, 1, -1))), "float32")
+            total = ops.sum(match * ops.expand_dims(ops.cast(weights, "float32"), -1), axis=1)
+            return ops.cast(scale, "float32") * ops.log1p(total)
+
+    @keras.saving.register_keras_serializable(package="portrait")
     class Square(keras.layers.Layer):
         """x², so a dot product can hold a preferred value (a price position) as well as a trend."""
 
@@ -172,7 +209,8 @@ def _layers():
             return ops.where(masked, MASKED_LOGIT, logits)
 
     _layers.cache = {"SequenceEncoder": SequenceEncoder, "AppendConstant": AppendConstant,
-                     "InBatchLogits": InBatchLogits, "HistoryPool": HistoryPool, "Square": Square}
+                     "InBatchLogits": InBatchLogits, "HistoryPool": HistoryPool, "Square": Square,
+                     "RepeatWeights": RepeatWeights, "RepeatLogits": RepeatLogits}
     return _layers.cache
 
 
@@ -306,16 +344,26 @@ def build_models(spec: "ModelSpec", params: ModelParams, numeric_sample: np.ndar
     user_embedding = layers["AppendConstant"](name=USER_EMBEDDING, dtype=head_dtype)(user_vector)
     item_embedding = keras.layers.Concatenate(name=ITEM_EMBEDDING, dtype=head_dtype)([*item_parts, item_bias])
 
-    logits = layers["InBatchLogits"](name=RETRIEVAL_OUTPUT, dtype=head_dtype)(
-        user_embedding, item_embedding, log_q, item_id, group)
+    profile_outputs = {TAGS_OUTPUT: tags, SEGMENT_OUTPUT: segment, CHURN_OUTPUT: churn, USER_EMBEDDING: user_embedding}
+    if params.repeat_term:
+        repeat_weights, repeat_scale = layers["RepeatWeights"](name=REPEAT_WEIGHTS, dtype=head_dtype)(
+            seq_event_type, seq_gap, seq_item)
+        profile_outputs[REPEAT_WEIGHTS] = repeat_weights
+        logits = keras.layers.Add(name=RETRIEVAL_OUTPUT, dtype=head_dtype)([
+            layers["InBatchLogits"](name="in_batch_logits", dtype=head_dtype)(
+                user_embedding, item_embedding, log_q, item_id, group),
+            layers["RepeatLogits"](name="repeat_logits", dtype=head_dtype)(repeat_weights, repeat_scale, seq_item,
+                                                                             item_id)])
+    else:
+        logits = layers["InBatchLogits"](name=RETRIEVAL_OUTPUT, dtype=head_dtype)(
+            user_embedding, item_embedding, log_q, item_id, group)
 
     user_inputs = [user_numeric, user_categorical, seq_item, seq_item_numeric, seq_category, seq_event_type, seq_gap]
     item_inputs_list = [item_id, item_category, item_brand, item_numeric]
     train = keras.Model(user_inputs + item_inputs_list + [log_q, group],
                         {TAGS_OUTPUT: tags, SEGMENT_OUTPUT: segment, CHURN_OUTPUT: churn, RETRIEVAL_OUTPUT: logits},
                         name="portrait_profile_training")
-    profile = keras.Model(user_inputs, {TAGS_OUTPUT: tags, SEGMENT_OUTPUT: segment, CHURN_OUTPUT: churn,
-                                        USER_EMBEDDING: user_embedding}, name="portrait_profile")
+    profile = keras.Model(user_inputs, profile_outputs, name="portrait_profile")
     item = keras.Model(item_inputs_list, item_embedding, name="portrait_item_tower")
 
     pos_weight = np.ones(len(spec.tags), dtype="float32") if tag_pos_weight is None else tag_pos_weight
@@ -331,6 +379,19 @@ def build_models(spec: "ModelSpec", params: ModelParams, numeric_sample: np.ndar
         loss_weights=dict(params.loss_weights),
     )
     return ProfileModels(train, profile, item)
+
+
+def repeat_scale(profile) -> float | None:
+    """The repeat term's scale a of a profile model, None when it has no repeat term."""
+    try:
+        layer = profile.get_layer(REPEAT_WEIGHTS)
+    except ValueError:
+        return None
+    return float(np.asarray(layer.scale.numpy() if hasattr(layer.scale, "numpy") else layer.scale))
+
+
+def set_repeat_scale(profile, value: float) -> None:
+    profile.get_layer(REPEAT_WEIGHTS).scale.assign(float(value))
 
 
 def custom_objects() -> dict[str, Any]:

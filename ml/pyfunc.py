@@ -1,8 +1,9 @@
 """The registered model: an MLflow pyfunc around the Keras user and item towers and their ModelSpec.
 
 `predict` takes gold rows (user features + sequence arrays, a pandas DataFrame) and returns one row
-per user: tag scores, the segment, churn risk and the embedding, so any MLflow consumer can score
-without this project's Spark code. Loading needs the `portrait` package importable (ml.model holds
+per user: tag scores, the segment, churn risk, the embedding and the repeat term of the items in the
+user's own sequence, so any MLflow consumer can score without this project's Spark code (an item's
+score is user_embedding . item_embedding plus its repeat term, 0 for items not listed). Loading needs the `portrait` package importable (ml.model holds
 the custom layers), as it is in the project's images.
 """
 
@@ -54,7 +55,28 @@ class PortraitProfileModel(mlflow.pyfunc.PythonModel):
             "segment": [self.spec.segments[i] for i in scores.segment_probs.argmax(axis=1)] if len(scores.segment_probs) else [],
             "churn_risk": scores.churn.astype(float),
             "user_embedding": [list(map(float, row)) for row in scores.embeddings],
+            "repeat_terms": repeat_terms(scores, self.spec),
         })
+
+
+def repeat_terms(scores, spec) -> list[dict[str, float]]:
+    """Per user, item id -> a * log(1 + the sum of the user's step weights on it), for the items the model
+    knows in the user's sequence; empty dicts for a model without the repeat term."""
+    import numpy as np
+
+    from ml.dataset import OOV
+
+    if scores.repeat_weights is None:
+        return [{} for _ in scores.user_keys]
+    out = []
+    for items, weights in zip(scores.seq_items, scores.repeat_weights):
+        totals: dict[str, float] = {}
+        for index, weight in zip(items, weights):
+            if index > OOV:
+                item = spec.item_vocab[int(index) - OOV - 1]
+                totals[item] = totals.get(item, 0.0) + float(weight)
+        out.append({item: float(scores.repeat_scale * np.log1p(total)) for item, total in totals.items()})
+    return out
 
 
 def save_artifacts(models, spec, folder: Path, items=None) -> dict[str, str]:

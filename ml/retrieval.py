@@ -2,7 +2,8 @@
 
 Scores are exact dot products over the whole catalogue, in blocks of users so memory stays bounded
 (users x items floats per block). With the bias trick (the user vector ends in 1, the item vector in
-its bias) the dot product is the model's full logit of P(item | user).
+its bias) the dot product is the model's logit of P(item | user) up to the repeat term: for the items
+in the user's own sequence, log(1 + the sum of their step weights), which `history` adds.
 """
 
 from __future__ import annotations
@@ -11,13 +12,19 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ml.dataset import OOV, PAD
+
 
 def top_items(user_vectors: np.ndarray, item_vectors: np.ndarray, k: int,
-              excluded: Sequence[Sequence[int]] | None = None, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+              excluded: Sequence[Sequence[int]] | None = None, block: int = 2048,
+              history: tuple[np.ndarray, np.ndarray, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(indices, scores), each (users, k): the k best items per user, best first.
 
-    `excluded[u]` lists item positions user u must not get (bought items). Ties break by the
-    lower item position, so reruns agree. With fewer than k eligible items the rest is -1 / -inf.
+    `excluded[u]` lists item positions user u must not get (bought items). `history` is the repeat
+    term's input, (positions, weights, scale): the item position of each sequence step (-1 for
+    padding and items not in the catalogue) and its weight, each (users, steps); item i of user u
+    gains scale * log(1 + the sum of u's weights on i). Ties break by the lower item position, so reruns agree.
+    With fewer than k eligible items the rest is -1 / -inf.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -32,6 +39,8 @@ def top_items(user_vectors: np.ndarray, item_vectors: np.ndarray, k: int,
         stop = min(start + block, users)
         block_scores = np.asarray(user_vectors[start:stop], dtype=np.float32) @ item_vectors.T
         block_scores = block_scores.astype(np.float64)
+        if history is not None:
+            block_scores += repeat_term(history[0][start:stop], history[1][start:stop], items, history[2])
         if excluded is not None:
             for row, user in enumerate(range(start, stop)):
                 if len(excluded[user]):
@@ -47,6 +56,27 @@ def top_items(user_vectors: np.ndarray, item_vectors: np.ndarray, k: int,
         indices[start:stop, :take] = best
         scores[start:stop, :take] = best_scores
     return indices, scores
+
+
+def repeat_term(positions: np.ndarray, weights: np.ndarray, items: int, scale: float = 1.0) -> np.ndarray:
+    """(users, items): scale * log(1 + the sum of each user's step weights on each item); steps at -1 count nowhere."""
+    positions = np.asarray(positions, dtype=np.int64)
+    total = np.zeros((len(positions), items), dtype=np.float64)
+    rows, steps = np.nonzero(positions >= 0)
+    np.add.at(total, (rows, positions[rows, steps]), np.asarray(weights, dtype=np.float64)[rows, steps])
+    return scale * np.log1p(total)
+
+
+def step_positions(seq_items: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
+    """Sequence steps (vocabulary indices) as positions in an item table whose row i has vocabulary
+    index item_rows[i]; -1 for padding, items unknown to the model and items not in the table."""
+    seq_items = np.asarray(seq_items, dtype=np.int64)
+    item_rows = np.asarray(item_rows, dtype=np.int64)
+    size = max(int(item_rows.max(initial=-1)), int(seq_items.max(initial=-1)), OOV) + 1
+    lookup = np.full(size, -1, dtype=np.int64)
+    lookup[item_rows] = np.arange(len(item_rows))
+    lookup[[PAD, OOV]] = -1          # padding, and items the model never saw: never an item
+    return lookup[seq_items] if seq_items.size else seq_items.reshape(seq_items.shape)
 
 
 def ranked_lists(user_keys: Sequence[str], item_ids: Sequence[str], indices: np.ndarray) -> dict[str, list[str]]:

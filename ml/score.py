@@ -8,14 +8,14 @@ tables (gold rows) and encodes them exactly as training did. `load_champion` alw
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jobs.common.config import Config
 from ml.dataset import ItemTable, ModelSpec, encode_items, encode_users
-from ml.model import CHURN_OUTPUT, SEGMENT_OUTPUT, TAGS_OUTPUT, USER_EMBEDDING
+from ml.model import CHURN_OUTPUT, REPEAT_WEIGHTS, SEGMENT_OUTPUT, TAGS_OUTPUT, USER_EMBEDDING, repeat_scale
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -29,6 +29,19 @@ class Scores:
     churn: np.ndarray           # users
     embeddings: np.ndarray      # users x (embedding_dim + 1)
     model_version: str
+    # The repeat term's inputs (models trained with model.repeat_term): each sequence step's item
+    # (vocabulary index) and weight, users x steps; None for models without it.
+    seq_items: np.ndarray | None = field(default=None, repr=False)
+    repeat_weights: np.ndarray | None = field(default=None, repr=False)
+    repeat_scale: float = 1.0
+
+    def history(self, items: ItemTable) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """ml.retrieval.top_items' `history` against `items` (row i = items.item_ids[i]), or None."""
+        if self.repeat_weights is None:
+            return None
+        from ml.retrieval import step_positions
+
+        return step_positions(self.seq_items, items.rows), self.repeat_weights, self.repeat_scale
 
 
 class Scorer:
@@ -45,17 +58,25 @@ class Scorer:
         item numbers from it.
         """
         keys = [str(k) for k in table.column("user_key").to_pylist()] if "user_key" in table.column_names else []
-        parts = {name: [] for name in (TAGS_OUTPUT, SEGMENT_OUTPUT, CHURN_OUTPUT, USER_EMBEDDING)}
+        scale = repeat_scale(self.profile)
+        repeat = scale is not None
+        names = (TAGS_OUTPUT, SEGMENT_OUTPUT, CHURN_OUTPUT, USER_EMBEDDING) + ((REPEAT_WEIGHTS,) if repeat else ())
+        parts = {name: [] for name in (*names, "seq_item")}
         for start in range(0, table.num_rows, batch_size):
             inputs = encode_users(table.slice(start, batch_size), self.spec, items)
             out = self.profile.predict_on_batch(inputs)
-            for name in parts:
+            for name in names:
                 parts[name].append(np.asarray(out[name], dtype=np.float32))
+            parts["seq_item"].append(np.asarray(inputs["seq_item"], dtype=np.int32))
+        length = self.spec.sequence_length
         dims = {TAGS_OUTPUT: len(self.spec.tags), SEGMENT_OUTPUT: len(self.spec.segments), CHURN_OUTPUT: 1,
-                USER_EMBEDDING: int(self.profile.get_layer(USER_EMBEDDING).output.shape[-1])}
+                USER_EMBEDDING: int(self.profile.get_layer(USER_EMBEDDING).output.shape[-1]),
+                REPEAT_WEIGHTS: length, "seq_item": length}
         stacked = {n: np.concatenate(v) if v else np.zeros((0, dims[n]), np.float32) for n, v in parts.items()}
         return Scores(keys, stacked[TAGS_OUTPUT], stacked[SEGMENT_OUTPUT], stacked[CHURN_OUTPUT].reshape(-1),
-                      stacked[USER_EMBEDDING], self.version)
+                      stacked[USER_EMBEDDING], self.version,
+                      seq_items=stacked["seq_item"] if repeat else None,
+                      repeat_weights=stacked[REPEAT_WEIGHTS] if repeat else None, repeat_scale=scale if repeat else 1.0)
 
     def items(self, table: "pa.Table") -> tuple[ItemTable, np.ndarray]:
         """The item table of one date under this model's spec and its item embeddings (one per item row)."""

@@ -154,7 +154,8 @@ def model_recommendations(scorer: "Scorer", holdout: Holdout, k: int, item_vecto
     scores = scorer.score(rows, items)
     index = {item_id: pos for pos, item_id in enumerate(items.item_ids)}
     bought = rows.column("bought").to_pylist() if "bought" in rows.column_names else [[]] * rows.num_rows
-    top, _ = top_items(scores.embeddings, vectors, k, positions([b or [] for b in bought], index))
+    top, _ = top_items(scores.embeddings, vectors, k, positions([b or [] for b in bought], index),
+                       history=scores.history(items))
     return ranked_lists(scores.user_keys, items.item_ids, top), scores
 
 
@@ -248,6 +249,34 @@ class RetrievalValidation:
                     logs["val_ndcg_at_k"] = report["ndcg_at_k"]
 
         return _Callback(*args, **kwargs)
+
+
+# Multipliers of the learned repeat-term scale tried on the validation days after fitting: training
+# ranks each positive against a batch of items, serving against the whole catalogue, and the best
+# weight of "items seen before" against the embedding differs between the two.
+REPEAT_MULTIPLIERS = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
+
+
+def tune_repeat_scale(models, spec: ModelSpec, validation: Holdout, k: int) -> tuple[float, dict[float, float]]:
+    """Set the repeat term's scale to the learned one times the multiplier with the best validation
+    nDCG@k (ties: the multiplier nearest 1); returns (multiplier, nDCG@k per multiplier).
+    A model without the repeat term is left alone: (1.0, {})."""
+    from ml.model import repeat_scale, set_repeat_scale
+    from ml.score import Scorer
+
+    learned = repeat_scale(models.profile)
+    if learned is None:
+        return 1.0, {}
+    scorer = Scorer(models.profile, models.item, spec)
+    item_vectors = scorer.items(validation.items)
+    ndcg = {}
+    for multiplier in REPEAT_MULTIPLIERS:
+        set_repeat_scale(models.profile, learned * multiplier)
+        recs, _ = model_recommendations(scorer, validation, k, item_vectors)
+        ndcg[multiplier] = ranking_report(recs, validation.truth, k, validation.catalog_size)["ndcg_at_k"]
+    best = max(ndcg, key=lambda m: (ndcg[m], -abs(math.log(m))))
+    set_repeat_scale(models.profile, learned * best)
+    return best, ndcg
 
 
 def _numeric_sample(files, spec: ModelSpec, rows: int) -> np.ndarray:
@@ -360,9 +389,14 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
     cross_validation = cross_validate(cfg, spec, snapshot, items, device, k, max_epochs)
     selection = fit(cfg, spec, snapshot, items, plan.train_as_of, plan.boundary("train"), max_epochs, device,
                     validation, k)
+    multiplier, repeat_ndcg = tune_repeat_scale(selection.models, spec, validation, k)
     final = selection
     if bool(cfg.get("model.refit", True)):
+        from ml.model import repeat_scale, set_repeat_scale
+
         final = fit(cfg, spec, snapshot, items, plan.refit_as_of, plan.boundary("refit"), selection.best_epoch, device)
+        if repeat_scale(final.models.profile) is not None:
+            set_repeat_scale(final.models.profile, repeat_scale(final.models.profile) * multiplier)
     scorer = Scorer(final.models.profile, final.models.item, spec)
     metrics, detail = evaluate_candidate(scorer, holdout, k)
     ground_truth = ground_truth_report(cfg, detail["scores"], spec, holdout.table)
@@ -388,6 +422,7 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
                   "device": device.describe(), "k": k, "best_epoch": selection.best_epoch,
                   "train_rows": selection.stats.rows, "refit_rows": final.stats.rows,
                   "holdout_users": len(holdout.truth), "churn_trained": spec.churn_trained,
+                  "repeat_scale_multiplier": multiplier,
                   **{f"split.{key}": (",".join(v) if isinstance(v, list) else v) for key, v in plan.to_dict().items()},
                   **{f"data_version.{t}": v for t, v in snapshot.table_versions.items()},
                   **(extra_params or {})}
@@ -403,6 +438,7 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
         mlflow.log_metrics(clean({f"test_{m}": v for m, v in metrics.items()}))
         mlflow.log_metrics(clean(ground_truth))
         mlflow.log_metrics(clean(cross_validation))
+        mlflow.log_metrics(clean({f"val_ndcg_at_k_repeat_x{m:g}": v for m, v in repeat_ndcg.items()}))
         for name, values in baselines.items():
             mlflow.log_metrics(clean({f"baseline_{name}_{m}": v for m, v in values.items()}))
         if champion_metrics:

@@ -16,7 +16,7 @@ from ml.dataset import (
     OOV, ExampleDataset, LossWeights, ModelSpec, chunks_of, encode_items, encode_users, pad_lists, plan_split,
     vocab_index,
 )
-from ml.retrieval import relative_scores, top_items
+from ml.retrieval import relative_scores, repeat_term, step_positions, top_items
 from tests.conftest import REPO
 
 D = dt.date(2026, 11, 14)
@@ -153,6 +153,27 @@ def test_in_batch_logits_subtract_log_q_and_mask_duplicate_items_and_copies():
     assert logits[3].tolist() == pytest.approx([3.5, MASKED_LOGIT, 2.0, 0.0])
 
 
+def test_repeat_weights_and_logits_by_hand():
+    from ml.model import _layers
+
+    layers = _layers()
+    weights_layer = layers["RepeatWeights"]()
+    event_types = np.array([[2, 3, 2, 0]], dtype="int32")
+    gaps = np.array([[1.0, 0.5, 0.0, 0.0]], dtype="float32")
+    ids = np.array([[5, 6, 5, OOV]], dtype="int32")             # the last step is an unknown item
+    weights_layer.build(event_types.shape, gaps.shape, ids.shape)
+    weights_layer.type_weight.assign(np.eye(64, dtype="float32")[3] * math.log(3.0))   # event type 3 counts 3x
+    weights_layer.gap_weight.assign(-1.0)
+    weights_layer.scale.assign(2.0)
+    weights, scale = (np.asarray(x) for x in weights_layer(event_types, gaps, ids))
+    assert weights[0].tolist() == pytest.approx([math.exp(-1), 3 * math.exp(-0.5), 1.0, 0.0], rel=1e-5)
+    assert scale.tolist() == [[2.0]]
+    # batch items 5, 6, 9 and OOV: 5 was seen twice, 9 never, OOV never matches
+    repeat = np.asarray(layers["RepeatLogits"]()(weights, scale, ids, np.array([5, 6, 9, OOV], dtype="int32")))
+    assert repeat[0].tolist() == pytest.approx(
+        [2 * math.log1p(math.exp(-1) + 1.0), 2 * math.log1p(3 * math.exp(-0.5)), 0.0, 0.0], rel=1e-5)
+
+
 def test_weighted_binary_crossentropy_by_hand():
     from ml.model import weighted_binary_crossentropy
 
@@ -255,6 +276,27 @@ def test_top_items_by_hand_with_exclusions_and_ties():
     assert relative_scores(scores).tolist() == [[1.0, 0.0, 0.0]]
 
 
+def test_step_positions_and_the_repeat_term_by_hand():
+    # item table rows hold vocabulary indices 4, 2, 7 (a new item would sit past the vocabulary)
+    positions = step_positions(np.array([[2, 7, 2, 0], [OOV, 3, 4, 0]]), np.array([4, 2, 7]))
+    assert positions.tolist() == [[1, 2, 1, -1], [-1, -1, 0, -1]]      # 3 is not in the table, 0 pads
+    weights = np.array([[0.5, 1.0, 1.5, 9.0], [9.0, 9.0, 2.0, 9.0]])
+    term = repeat_term(positions, weights, 3, scale=2.0)
+    assert term[0].tolist() == pytest.approx([0.0, 2 * math.log(3.0), 2 * math.log(2.0)])
+    assert term[1].tolist() == pytest.approx([2 * math.log(3.0), 0.0, 0.0])
+
+
+def test_top_items_adds_the_repeat_term_before_ranking_and_exclusions_still_win():
+    users = np.array([[1.0, 0.0]], dtype="float32")
+    items = np.array([[1.0, 0.0], [0.5, 0.0], [0.0, 0.0]], dtype="float32")
+    history = (np.array([[2, 1, -1]]), np.array([[math.e - 1, 1.0, 5.0]]), 1.0)   # item 2 gains 1, item 1 log 2
+    index, scores = top_items(users, items, 3, history=history)
+    assert index.tolist() == [[1, 0, 2]]
+    assert scores[0].tolist() == pytest.approx([0.5 + math.log(2.0), 1.0, 1.0])
+    index, _ = top_items(users, items, 2, excluded=[[1]], history=history)
+    assert index.tolist() == [[0, 2]]                 # the tie at 1.0 goes to the lower position
+
+
 # --- the same model under JAX ---------------------------------------------------------------------
 
 def test_the_model_builds_and_fits_one_step_under_jax():
@@ -286,3 +328,19 @@ def test_the_model_builds_and_fits_one_step_under_jax():
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["backend"] == "jax"
     assert math.isfinite(result["loss"]) and result["loss"] > 0
+
+
+def test_pyfunc_repeat_terms_name_the_items_of_the_sequence():
+    from ml.pyfunc import repeat_terms
+    from ml.score import Scores
+
+    spec = tiny_spec()
+    empty = np.zeros((2, 0), np.float32)
+    first, second = spec.item_vocab[0], spec.item_vocab[1]
+    scores = Scores(["u1", "u2"], empty, empty, np.zeros(2), empty, "1",
+                    seq_items=np.array([[2, 3, 2, 0], [OOV, 0, 0, 0]]),
+                    repeat_weights=np.array([[1.0, 0.5, 2.0, 0.0], [4.0, 0.0, 0.0, 0.0]]), repeat_scale=0.5)
+    terms = repeat_terms(scores, spec)
+    assert terms[0] == pytest.approx({first: 0.5 * math.log(4.0), second: 0.5 * math.log(1.5)})
+    assert terms[1] == {}                                     # an item the model never saw
+    assert repeat_terms(Scores(["u1"], empty, empty, np.zeros(1), empty, "1"), spec) == [{}]

@@ -22,6 +22,18 @@ def test_candidate_sources_by_hand():
     assert evidence.tolist() == [["i3", "beauty", "i2", ""]]   # i3: the most recent pets item
 
 
+def test_a_candidate_in_the_users_own_sequence_is_seen_with_its_latest_event_type():
+    categories = np.array([["pets", "beauty", "toys"]], dtype=object)
+    items = np.array([["i3", "i9", ""]], dtype=object)
+    seq_categories = np.array([["pets", "toys", "pets", ""]], dtype=object)
+    seq_items = np.array([["i3", "i2", "i3", ""]], dtype=object)
+    seq_types = np.array([["view", "click", "add_to_cart", ""]], dtype=object)
+    source, evidence = candidate_sources(categories, np.array([["beauty"]], dtype=object), seq_categories, seq_items,
+                                         items, seq_types)
+    assert source.tolist() == [["seen", "tag", "similar_item"]]
+    assert evidence.tolist() == [["add_to_cart", "beauty", "i2"]]
+
+
 def test_candidate_sources_without_history_fall_back_to_embedding():
     source, evidence = candidate_sources(np.array([["pets"]], dtype=object), np.array([["beauty"]], dtype=object),
                                          np.zeros((1, 0), dtype=object), np.zeros((1, 0), dtype=object))
@@ -88,7 +100,9 @@ def test_gold_rows_through_the_model_to_reranked_recommendations(spark, tmp_path
     candidates = a["candidates"]
     assert len(candidates) == 4 and candidates[0]["score"] == 1.0
     assert [c["score"] for c in candidates] == sorted((c["score"] for c in candidates), reverse=True)
-    assert {c["source"] for c in candidates} <= {"tag", "similar_item", "embedding"}
+    assert {c["source"] for c in candidates} <= {"seen", "tag", "similar_item", "embedding"}
+    seen = {c["item_id"]: c["evidence"] for c in candidates if c["source"] == "seen"}
+    assert seen == {i: t for i, t in (("i1", "view"), ("i2", "purchase")) if i in {c["item_id"] for c in candidates}}
     assert all(c["evidence"] in ("i1", "i2") for c in candidates if c["source"] == "similar_item")
     assert all(c["evidence"] in ("pets", "beauty") for c in candidates if c["source"] == "tag")
 

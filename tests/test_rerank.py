@@ -92,6 +92,8 @@ def test_negative_scores_count_as_zero_relevance():
 def test_reasons_read_as_words():
     assert reason("tag", "books_media", "books_media") == "matches your interest in 图书音像/books media"
     assert reason("similar_item", "", "pets") == "similar to an item you viewed"
+    assert reason("seen", "add_to_cart", "pets") == "an item you put in your cart recently"
+    assert reason("seen", "", "pets") == "an item you looked at recently"
     assert reason("embedding", "", "pets") == "fits your taste profile in 宠物用品/pets"
     assert reason("tag", "not_a_category", "pets") == "matches your interest in not_a_category"
 

@@ -70,6 +70,12 @@ def test_a_worse_configuration_does_not_move_champion(tmp_path, snapshot):
     assert run.data.tags["gate_alias"] == CHALLENGER
     assert run.data.metrics["champion_ndcg_at_k"] == pytest.approx(good.metrics["ndcg_at_k"])
     assert "val_ndcg_at_k" in run.data.metrics and run.data.params["data_version.synthetic"] == "0"
+    # The repeat term's scale: every multiplier was tried on the validation days, the best one kept.
+    from ml.train import REPEAT_MULTIPLIERS
+
+    tried = {m: run.data.metrics[f"val_ndcg_at_k_repeat_x{m:g}"] for m in REPEAT_MULTIPLIERS}
+    chosen = float(run.data.params["repeat_scale_multiplier"])
+    assert tried[chosen] == max(tried.values())
     artifacts = {a.path for a in client.list_artifacts(good.run_id, "plots")}
     assert artifacts == {"plots/training_curves.png", "plots/per_tag_f1.png", "plots/calibration.png"}
 
