@@ -103,20 +103,31 @@ def candidate_sources(candidate_categories: np.ndarray, top_tags: np.ndarray, se
     source[is_tag] = "tag"
     evidence[is_tag] = candidate_categories[is_tag]
     if seq_categories.shape[1]:
-        same = (candidate_categories[:, :, None] == seq_categories[:, None, :]) & (seq_categories[:, None, :] != "")
-        has = same.any(axis=2) & ~is_tag
-        # the most recent position: sequences run oldest to newest, so the last True
-        last = seq_categories.shape[1] - 1 - np.argmax(same[:, :, ::-1], axis=2)
-        rows, cols = np.nonzero(has)
+        rows, cols, last = _latest_match(candidate_categories, seq_categories, ~is_tag)
         source[rows, cols] = "similar_item"
-        evidence[rows, cols] = seq_items[rows, last[rows, cols]]
+        evidence[rows, cols] = seq_items[rows, last]
     if candidate_items is not None and seq_event_types is not None and seq_items.shape[1]:
-        same = (candidate_items[:, :, None] == seq_items[:, None, :]) & (seq_items[:, None, :] != "")
-        rows, cols = np.nonzero(same.any(axis=2))
-        last = seq_items.shape[1] - 1 - np.argmax(same[:, :, ::-1], axis=2)
+        rows, cols, last = _latest_match(candidate_items, seq_items)
         source[rows, cols] = "seen"
-        evidence[rows, cols] = seq_event_types[rows, last[rows, cols]]
+        evidence[rows, cols] = seq_event_types[rows, last]
     return source, evidence
+
+
+def _latest_match(candidates: np.ndarray, sequence: np.ndarray, eligible: np.ndarray | None = None):
+    """(rows, cols, steps): every candidate [row, col] (where `eligible`) equal to some non-empty step
+    of its row's sequence, and the most recent such step (sequences run oldest to newest)."""
+    same = (candidates[:, :, None] == sequence[:, None, :]) & (sequence[:, None, :] != "")
+    has = same.any(axis=2) if eligible is None else same.any(axis=2) & eligible
+    last = sequence.shape[1] - 1 - np.argmax(same[:, :, ::-1], axis=2)
+    rows, cols = np.nonzero(has)
+    return rows, cols, last[rows, cols]
+
+
+def _at(values: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """values[top] for candidate positions `top` (users x candidates), '' where top is -1."""
+    if not len(values):
+        return np.full(top.shape, "", dtype=object)
+    return np.where(top >= 0, values[np.maximum(top, 0)], "")
 
 
 def _strings(column, length: int) -> np.ndarray:
@@ -148,17 +159,13 @@ def score_batch(scorer: "Scorer", users: "pa.Table", item_table, item_categories
     top, raw = top_items(scores.embeddings, item_vectors, n_candidates, history=scores.history(item_table))
     relative = relative_scores(raw)
     tags = np.asarray(spec.tags, dtype=object)
-    candidate_categories = np.where(top >= 0, item_categories[np.maximum(top, 0)], "")
-    sequence_length = spec.sequence_length
-    seq_categories = _strings(users.column("seq_categories"), sequence_length) \
-        if "seq_categories" in users.column_names else np.zeros((users.num_rows, 0), dtype=object)
-    seq_items = _strings(users.column("seq_item_ids"), sequence_length) \
-        if "seq_item_ids" in users.column_names else np.zeros((users.num_rows, 0), dtype=object)
-    seq_event_types = _strings(users.column("seq_event_types"), sequence_length) \
-        if "seq_event_types" in users.column_names else np.zeros((users.num_rows, 0), dtype=object)
     item_array = np.asarray(item_ids, dtype=object)
-    candidate_items = np.where(top >= 0, item_array[np.maximum(top, 0)], "") if len(item_array) else \
-        np.full(top.shape, "", dtype=object)
+    candidate_categories = _at(np.asarray(item_categories, dtype=object), top)
+    candidate_items = _at(item_array, top)
+    seq_categories, seq_items, seq_event_types = (
+        _strings(users.column(name), spec.sequence_length) if name in users.column_names
+        else np.zeros((users.num_rows, 0), dtype=object)
+        for name in ("seq_categories", "seq_item_ids", "seq_event_types"))
     source, evidence = candidate_sources(candidate_categories, tags[order[:, :TAG_EVIDENCE_TOP]],
                                          seq_categories, seq_items, candidate_items, seq_event_types)
     rows: dict[str, list] = {k: [] for k in ("user_key", "interest_tags", "top_categories", "model_segment",

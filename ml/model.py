@@ -121,6 +121,12 @@ def _layers():
         def get_config(self):
             return {**super().get_config(), "units": self.units}
 
+    def step_weights(type_weight, gap_weight, event_types, gaps, present):
+        """exp(type_weight[event type] + gap_weight * gap) per sequence step (64 event-type slots), 0
+        where `present` is 0: the learned step weight of HistoryPool and RepeatWeights."""
+        logit = ops.take(type_weight, ops.clip(event_types, 0, 63)) + gap_weight * ops.cast(gaps, "float32")
+        return ops.exp(ops.clip(logit, -10.0, 10.0)) * present
+
     @keras.saving.register_keras_serializable(package="portrait")
     class HistoryPool(keras.layers.Layer):
         """Sum of the steps' fixed item codes, weighted by a learned weight per event type and gap,
@@ -139,8 +145,7 @@ def _layers():
 
         def call(self, codes, event_types, gaps, ids):
             present = ops.cast(ops.greater(ids, 0), "float32")
-            logit = ops.take(self.type_weight, ops.clip(event_types, 0, 63)) + self.gap_weight * ops.cast(gaps, "float32")
-            weight = ops.exp(ops.clip(logit, -10.0, 10.0)) * present
+            weight = step_weights(self.type_weight, self.gap_weight, event_types, gaps, present)
             pooled = ops.sum(ops.cast(codes, "float32") * ops.expand_dims(weight, -1), axis=1)
             return self.scale * pooled / (ops.sum(weight, axis=1, keepdims=True) + 1.0)
 
@@ -162,8 +167,7 @@ def _layers():
 
         def call(self, event_types, gaps, ids):
             known = ops.cast(ops.greater(ids, OOV), "float32")          # padding and unknown items never match
-            logit = ops.take(self.type_weight, ops.clip(event_types, 0, 63)) + self.gap_weight * ops.cast(gaps, "float32")
-            weights = ops.exp(ops.clip(logit, -10.0, 10.0)) * known
+            weights = step_weights(self.type_weight, self.gap_weight, event_types, gaps, known)
             return weights, ops.ones_like(weights[:, :1]) * self.scale
 
     @keras.saving.register_keras_serializable(package="portrait")
@@ -383,11 +387,13 @@ def build_models(spec: "ModelSpec", params: ModelParams, numeric_sample: np.ndar
 
 def repeat_scale(profile) -> float | None:
     """The repeat term's scale a of a profile model, None when it has no repeat term."""
+    from keras import ops
+
     try:
         layer = profile.get_layer(REPEAT_WEIGHTS)
     except ValueError:
         return None
-    return float(np.asarray(layer.scale.numpy() if hasattr(layer.scale, "numpy") else layer.scale))
+    return float(ops.convert_to_numpy(layer.scale))
 
 
 def set_repeat_scale(profile, value: float) -> None:

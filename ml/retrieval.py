@@ -76,7 +76,7 @@ def step_positions(seq_items: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
     lookup = np.full(size, -1, dtype=np.int64)
     lookup[item_rows] = np.arange(len(item_rows))
     lookup[[PAD, OOV]] = -1          # padding, and items the model never saw: never an item
-    return lookup[seq_items] if seq_items.size else seq_items.reshape(seq_items.shape)
+    return lookup[seq_items]
 
 
 def ranked_lists(user_keys: Sequence[str], item_ids: Sequence[str], indices: np.ndarray) -> dict[str, list[str]]:

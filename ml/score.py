@@ -61,13 +61,14 @@ class Scorer:
         scale = repeat_scale(self.profile)
         repeat = scale is not None
         names = (TAGS_OUTPUT, SEGMENT_OUTPUT, CHURN_OUTPUT, USER_EMBEDDING) + ((REPEAT_WEIGHTS,) if repeat else ())
-        parts = {name: [] for name in (*names, "seq_item")}
+        parts = {name: [] for name in (*names, *(("seq_item",) if repeat else ()))}
         for start in range(0, table.num_rows, batch_size):
             inputs = encode_users(table.slice(start, batch_size), self.spec, items)
             out = self.profile.predict_on_batch(inputs)
             for name in names:
                 parts[name].append(np.asarray(out[name], dtype=np.float32))
-            parts["seq_item"].append(np.asarray(inputs["seq_item"], dtype=np.int32))
+            if repeat:
+                parts["seq_item"].append(np.asarray(inputs["seq_item"], dtype=np.int32))
         length = self.spec.sequence_length
         dims = {TAGS_OUTPUT: len(self.spec.tags), SEGMENT_OUTPUT: len(self.spec.segments), CHURN_OUTPUT: 1,
                 USER_EMBEDDING: int(self.profile.get_layer(USER_EMBEDDING).output.shape[-1]),

@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -138,10 +138,12 @@ def _read_parquet(path: str) -> "pa.Table":
     return _open_parquet(path).read()
 
 
-def model_recommendations(scorer: "Scorer", holdout: Holdout, k: int, item_vectors=None) -> tuple[dict[str, list[str]], Any]:
+def model_recommendations(scorer: "Scorer", holdout: Holdout, k: int, item_vectors=None,
+                          scores=None) -> tuple[dict[str, list[str]], Any]:
     """The scorer's top k for the holdout users, without items they bought by the test date.
 
-    `item_vectors` is scorer.items(holdout.items) when the caller already has it.
+    `item_vectors` is scorer.items(holdout.items) and `scores` the Scores of the holdout users (as
+    this function returns them) when the caller already has them.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -151,7 +153,8 @@ def model_recommendations(scorer: "Scorer", holdout: Holdout, k: int, item_vecto
     mask = pc.is_in(holdout.table.column("user_key"), value_set=pa.array(holdout.users, pa.string()))
     rows = holdout.table.filter(mask)
     items, vectors = item_vectors or scorer.items(holdout.items)      # vectors[i] belongs to items.item_ids[i]
-    scores = scorer.score(rows, items)
+    if scores is None:
+        scores = scorer.score(rows, items)
     index = {item_id: pos for pos, item_id in enumerate(items.item_ids)}
     bought = rows.column("bought").to_pylist() if "bought" in rows.column_names else [[]] * rows.num_rows
     top, _ = top_items(scores.embeddings, vectors, k, positions([b or [] for b in bought], index),
@@ -269,10 +272,11 @@ def tune_repeat_scale(models, spec: ModelSpec, validation: Holdout, k: int) -> t
         return 1.0, {}
     scorer = Scorer(models.profile, models.item, spec)
     item_vectors = scorer.items(validation.items)
+    _, scores = model_recommendations(scorer, validation, k, item_vectors)    # the towers run once
     ndcg = {}
     for multiplier in REPEAT_MULTIPLIERS:
-        set_repeat_scale(models.profile, learned * multiplier)
-        recs, _ = model_recommendations(scorer, validation, k, item_vectors)
+        recs, _ = model_recommendations(scorer, validation, k, item_vectors,
+                                        replace(scores, repeat_scale=learned * multiplier))
         ndcg[multiplier] = ranking_report(recs, validation.truth, k, validation.catalog_size)["ndcg_at_k"]
     best = max(ndcg, key=lambda m: (ndcg[m], -abs(math.log(m))))
     set_repeat_scale(models.profile, learned * best)
@@ -330,8 +334,6 @@ def cross_validate(cfg: Config, spec: ModelSpec, snapshot: Snapshot, items, devi
                    epochs: int) -> dict[str, float]:
     """Optional (`model.cv_folds` >= 2): rolling-origin folds inside the training split, each fitted
     and validated like the selection run; returns the mean and spread of validation nDCG/recall."""
-    from dataclasses import replace
-
     from ml.dataset import rolling_folds
 
     folds = rolling_folds(snapshot.plan, int(cfg.get("model.cv_folds", 0) or 0))
@@ -395,8 +397,9 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
         from ml.model import repeat_scale, set_repeat_scale
 
         final = fit(cfg, spec, snapshot, items, plan.refit_as_of, plan.boundary("refit"), selection.best_epoch, device)
-        if repeat_scale(final.models.profile) is not None:
-            set_repeat_scale(final.models.profile, repeat_scale(final.models.profile) * multiplier)
+        learned = repeat_scale(final.models.profile)
+        if learned is not None:
+            set_repeat_scale(final.models.profile, learned * multiplier)
     scorer = Scorer(final.models.profile, final.models.item, spec)
     metrics, detail = evaluate_candidate(scorer, holdout, k)
     ground_truth = ground_truth_report(cfg, detail["scores"], spec, holdout.table)
