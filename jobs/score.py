@@ -109,7 +109,8 @@ def candidate_sources(candidate_categories: np.ndarray, top_tags: np.ndarray, se
     if candidate_items is not None and seq_event_types is not None and seq_items.shape[1]:
         rows, cols, last = _latest_match(candidate_items, seq_items)
         source[rows, cols] = "seen"
-        evidence[rows, cols] = seq_event_types[rows, last]
+        if seq_event_types.shape[1]:         # rows without event types keep an empty evidence
+            evidence[rows, cols] = seq_event_types[rows, last]
     return source, evidence
 
 
@@ -141,11 +142,12 @@ def _strings(column, length: int) -> np.ndarray:
 
 
 def score_batch(scorer: "Scorer", users: "pa.Table", item_table, item_categories: np.ndarray,
-                item_vectors: np.ndarray, n_candidates: int) -> "pa.Table":
+                item_vectors: np.ndarray, n_candidates: int, neighbours=None) -> "pa.Table":
     """Model outputs and embedding candidates for one batch of gold rows, as an Arrow table (SCORED_SCHEMA).
 
     `item_table`, `item_categories` and `item_vectors` describe the day's items (Scorer.items), row i
-    of each being item_table.item_ids[i].
+    of each being item_table.item_ids[i]; `neighbours` is the day's item similarity for the
+    neighbour term (from all of the day's users, not only this batch), None without it.
     """
     import pyarrow as pa
 
@@ -156,7 +158,7 @@ def score_batch(scorer: "Scorer", users: "pa.Table", item_table, item_categories
     spec = scorer.spec
     dim = scores.embeddings.shape[1] - 1          # the last component is the constant 1 of the bias trick
     order = np.argsort(-scores.tag_scores, axis=1, kind="stable")
-    top, raw = top_items(scores.embeddings, item_vectors, n_candidates, history=scores.history(item_table))
+    top, raw = top_items(scores.embeddings, item_vectors, n_candidates, history=scores.history(item_table, neighbours))
     relative = relative_scores(raw)
     tags = np.asarray(spec.tags, dtype=object)
     item_array = np.asarray(item_ids, dtype=object)
@@ -201,7 +203,7 @@ def scored_arrow_schema() -> "pa.Schema":
 
 
 def _partition_scorer(model_uri: str, version: str, item_table, item_categories: np.ndarray,
-                      item_vectors: np.ndarray, n_candidates: int, batch_rows: int):
+                      item_vectors: np.ndarray, n_candidates: int, batch_rows: int, neighbours=None):
     """The mapInArrow function: loads the model once per partition (on the executor), then scores."""
 
     def score_partition(batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
@@ -217,7 +219,7 @@ def _partition_scorer(model_uri: str, version: str, item_table, item_categories:
             table = pa.Table.from_batches([batch])
             for start in range(0, table.num_rows, batch_rows):
                 yield from score_batch(scorer, table.slice(start, batch_rows), item_table, item_categories,
-                                       item_vectors, n_candidates).to_batches()
+                                       item_vectors, n_candidates, neighbours).to_batches()
 
     return score_partition
 
@@ -232,14 +234,21 @@ def score_users(spark: "SparkSession", cfg: Config, scorer: "Scorer", model_uri:
     batch_rows = int(cfg.get("score.batch_users", 4096))
     count = users.count()
     if count > int(cfg.get("score.distributed_above_users", 200_000)):
+        neighbours = None
+        if scorer.uses_neighbours:
+            from ml.neighbours import spark_item_neighbours
+
+            neighbours = spark_item_neighbours(users, item_table.item_ids, scorer.spec.item_vocab,
+                                               scorer.spec.sequence_length, scorer.spec.neighbour_top_n)
         scorer_fn = _partition_scorer(model_uri, scorer.version, item_table, categories, vectors,
-                                      n_candidates, batch_rows)
+                                      n_candidates, batch_rows, neighbours)
         return users.mapInArrow(scorer_fn, SCORED_SCHEMA), count
     tables = []
     arrow = users.toArrow()
+    neighbours = scorer.neighbours(arrow, item_table)
     for start in range(0, arrow.num_rows, batch_rows):
         tables.append(score_batch(scorer, arrow.slice(start, batch_rows), item_table, categories, vectors,
-                                  n_candidates))
+                                  n_candidates, neighbours))
     import pyarrow as pa
 
     scored = pa.concat_tables(tables) if tables else scored_arrow_schema().empty_table()

@@ -452,6 +452,10 @@ class ModelSpec:
     horizon_days: int = 3
     churn_horizon_days: int = 30
     churn_trained: bool = False
+    # The neighbour term (ml/neighbours.py): its scale, chosen on the validation days (0 = off), and
+    # how many neighbours each item keeps.
+    neighbour_scale: float = 0.0
+    neighbour_top_n: int = 100
 
     def categorical_offsets(self) -> list[int]:
         """Each categorical feature's first index in the one shared embedding table."""
@@ -767,6 +771,7 @@ def build_spec(cfg: Config, train_files: Sequence[str], item_files: Sequence[str
         item_vocab=item_vocab, category_vocab=list(TOP_LEVEL), event_type_vocab=_event_types(), brand_vocab=brands,
         item_numeric_features=item_numeric, item_log_features=_logged(items, item_numeric),
         sequence_length=int(cfg.get("model.sequence_length", 50)), feature_version=feature_version,
+        neighbour_top_n=int(cfg.get("model.neighbour_top_n", 100)),
         horizon_days=plan.horizon_days, churn_horizon_days=plan.churn_horizon_days,
     )
     return spec

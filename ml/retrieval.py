@@ -2,28 +2,59 @@
 
 Scores are exact dot products over the whole catalogue, in blocks of users so memory stays bounded
 (users x items floats per block). With the bias trick (the user vector ends in 1, the item vector in
-its bias) the dot product is the model's logit of P(item | user) up to the repeat term: for the items
-in the user's own sequence, log(1 + the sum of their step weights), which `history` adds.
+its bias) the dot product is the model's logit of P(item | user) up to the terms of the user's own
+history, which `History` adds: the repeat term (the items in the user's sequence) and the neighbour
+term (items that share users with them, ml/neighbours.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ml.dataset import OOV, PAD
 
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+
+
+@dataclass(frozen=True)
+class History:
+    """The history terms of a block of users' logits.
+
+    `positions` is each sequence step's item position (-1 for padding and items not in the
+    catalogue) and `weights` its learned weight, each (users, steps). Item i of user u gains
+    repeat_scale * log(1 + u's weights on i) and, with `neighbours` (items x items similarities),
+    neighbour_scale * log(1 + sum of u's weights times the similarity of each step's item to i).
+    """
+
+    positions: np.ndarray
+    weights: np.ndarray
+    repeat_scale: float
+    neighbours: "sp.csr_matrix | None" = None
+    neighbour_scale: float = 0.0
+
+    def logits(self, start: int, stop: int, items: int) -> np.ndarray:
+        """(stop - start, items): the terms of users start..stop-1."""
+        positions, weights = self.positions[start:stop], self.weights[start:stop]
+        out = repeat_term(positions, weights, items, self.repeat_scale)
+        if self.neighbours is not None and self.neighbour_scale:
+            from ml.neighbours import neighbour_term
+
+            out += neighbour_term(positions, weights, self.neighbours, self.neighbour_scale)
+        return out
+
 
 def top_items(user_vectors: np.ndarray, item_vectors: np.ndarray, k: int,
               excluded: Sequence[Sequence[int]] | None = None, block: int = 2048,
-              history: tuple[np.ndarray, np.ndarray, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+              history: History | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(indices, scores), each (users, k): the k best items per user, best first.
 
-    `excluded[u]` lists item positions user u must not get (bought items). `history` is the repeat
-    term's input, (positions, weights, scale): the item position of each sequence step (-1 for
-    padding and items not in the catalogue) and its weight, each (users, steps); item i of user u
-    gains scale * log(1 + the sum of u's weights on i). Ties break by the lower item position, so reruns agree.
+    `excluded[u]` lists item positions user u must not get (bought items). `history` adds the
+    repeat and neighbour terms of each user's sequence. Ties break by the lower item position, so reruns agree.
     With fewer than k eligible items the rest is -1 / -inf.
     """
     if k < 1:
@@ -40,7 +71,7 @@ def top_items(user_vectors: np.ndarray, item_vectors: np.ndarray, k: int,
         block_scores = np.asarray(user_vectors[start:stop], dtype=np.float32) @ item_vectors.T
         block_scores = block_scores.astype(np.float64)
         if history is not None:
-            block_scores += repeat_term(history[0][start:stop], history[1][start:stop], items, history[2])
+            block_scores += history.logits(start, stop, items)
         if excluded is not None:
             for row, user in enumerate(range(start, stop)):
                 if len(excluded[user]):

@@ -19,6 +19,9 @@ from ml.model import CHURN_OUTPUT, REPEAT_WEIGHTS, SEGMENT_OUTPUT, TAGS_OUTPUT, 
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import scipy.sparse as sp
+
+    from ml.retrieval import History
 
 
 @dataclass(frozen=True)
@@ -34,14 +37,19 @@ class Scores:
     seq_items: np.ndarray | None = field(default=None, repr=False)
     repeat_weights: np.ndarray | None = field(default=None, repr=False)
     repeat_scale: float = 1.0
+    neighbour_scale: float = 0.0
 
-    def history(self, items: ItemTable) -> tuple[np.ndarray, np.ndarray, float] | None:
-        """ml.retrieval.top_items' `history` against `items` (row i = items.item_ids[i]), or None."""
+    def history(self, items: ItemTable, neighbours=None) -> "History | None":
+        """ml.retrieval.top_items' `history` against `items` (row i = items.item_ids[i]), or None.
+
+        `neighbours` is the day's item similarity (Scorer.neighbours); without it, no neighbour term.
+        """
         if self.repeat_weights is None:
             return None
-        from ml.retrieval import step_positions
+        from ml.retrieval import History, step_positions
 
-        return step_positions(self.seq_items, items.rows), self.repeat_weights, self.repeat_scale
+        return History(step_positions(self.seq_items, items.rows), self.repeat_weights, self.repeat_scale,
+                       neighbours, self.neighbour_scale)
 
 
 class Scorer:
@@ -77,7 +85,40 @@ class Scorer:
         return Scores(keys, stacked[TAGS_OUTPUT], stacked[SEGMENT_OUTPUT], stacked[CHURN_OUTPUT].reshape(-1),
                       stacked[USER_EMBEDDING], self.version,
                       seq_items=stacked["seq_item"] if repeat else None,
-                      repeat_weights=stacked[REPEAT_WEIGHTS] if repeat else None, repeat_scale=scale if repeat else 1.0)
+                      repeat_weights=stacked[REPEAT_WEIGHTS] if repeat else None, repeat_scale=scale if repeat else 1.0,
+                      neighbour_scale=self.spec.neighbour_scale if repeat else 0.0)
+
+    @property
+    def uses_neighbours(self) -> bool:
+        """Whether this model adds the neighbour term (it needs the repeat term's step weights)."""
+        return bool(self.spec.neighbour_scale) and repeat_scale(self.profile) is not None
+
+    def neighbours(self, table: "pa.Table", items: ItemTable) -> "sp.csr_matrix | None":
+        """The item similarity of the neighbour term from every row's sequence in `table` (all of the
+        day's users), positions as in `items`; None for a model without the term."""
+        return sequence_neighbours(table, items, self.spec) if self.uses_neighbours else None
+
+    def items(self, table: "pa.Table") -> tuple[ItemTable, np.ndarray]:
+        """The item table of one date under this model's spec and its item embeddings (one per item row)."""
+        items = encode_items(table, self.spec)
+        vectors = np.zeros((len(items.rows), int(self.item.output.shape[-1])), dtype=np.float32)
+        for start in range(0, len(items.rows), 8192):
+            index = items.rows[start:start + 8192]
+            vectors[start:start + len(index)] = np.asarray(self.item.predict_on_batch(items.inputs(index)))
+        return items, vectors
+
+
+def sequence_neighbours(table: "pa.Table", items: ItemTable, spec: ModelSpec) -> "sp.csr_matrix":
+    """ml.neighbours.item_neighbours of the sequences in `table`, encoded as the model encodes them."""
+    from ml.dataset import pad_lists, vocab_index
+    from ml.neighbours import item_neighbours
+    from ml.retrieval import step_positions
+
+    if "seq_item_ids" in table.column_names:
+        seq = pad_lists(table.column("seq_item_ids"), spec.sequence_length, lambda v: vocab_index(v, spec.item_vocab))
+    else:
+        seq = np.zeros((table.num_rows, 0), dtype=np.int64)
+    return item_neighbours(step_positions(seq, items.rows), len(items.rows), spec.neighbour_top_n)
 
     def items(self, table: "pa.Table") -> tuple[ItemTable, np.ndarray]:
         """The item table of one date under this model's spec and its item embeddings (one per item row)."""

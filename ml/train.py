@@ -139,11 +139,12 @@ def _read_parquet(path: str) -> "pa.Table":
 
 
 def model_recommendations(scorer: "Scorer", holdout: Holdout, k: int, item_vectors=None,
-                          scores=None) -> tuple[dict[str, list[str]], Any]:
+                          scores=None, neighbours=None) -> tuple[dict[str, list[str]], Any]:
     """The scorer's top k for the holdout users, without items they bought by the test date.
 
-    `item_vectors` is scorer.items(holdout.items) and `scores` the Scores of the holdout users (as
-    this function returns them) when the caller already has them.
+    `item_vectors` is scorer.items(holdout.items), `scores` the Scores of the holdout users (as
+    this function returns them) and `neighbours` the day's item similarity (Scorer.neighbours of
+    every holdout row, not only the evaluated users) when the caller already has them.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -155,10 +156,12 @@ def model_recommendations(scorer: "Scorer", holdout: Holdout, k: int, item_vecto
     items, vectors = item_vectors or scorer.items(holdout.items)      # vectors[i] belongs to items.item_ids[i]
     if scores is None:
         scores = scorer.score(rows, items)
+    if neighbours is None:
+        neighbours = scorer.neighbours(holdout.table, items)
     index = {item_id: pos for pos, item_id in enumerate(items.item_ids)}
     bought = rows.column("bought").to_pylist() if "bought" in rows.column_names else [[]] * rows.num_rows
     top, _ = top_items(scores.embeddings, vectors, k, positions([b or [] for b in bought], index),
-                       history=scores.history(items))
+                       history=scores.history(items, neighbours))
     return ranked_lists(scores.user_keys, items.item_ids, top), scores
 
 
@@ -258,29 +261,59 @@ class RetrievalValidation:
 # ranks each positive against a batch of items, serving against the whole catalogue, and the best
 # weight of "items seen before" against the embedding differs between the two.
 REPEAT_MULTIPLIERS = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
+# Scales of the neighbour term tried on the validation days (ml/neighbours.py); 0 leaves it out.
+NEIGHBOUR_SCALES = (0.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 
 
-def tune_repeat_scale(models, spec: ModelSpec, validation: Holdout, k: int) -> tuple[float, dict[float, float]]:
-    """Set the repeat term's scale to the learned one times the multiplier with the best validation
-    nDCG@k (ties: the multiplier nearest 1); returns (multiplier, nDCG@k per multiplier).
-    A model without the repeat term is left alone: (1.0, {})."""
+@dataclass(frozen=True)
+class HistoryTuning:
+    repeat_multiplier: float
+    neighbour_scale: float
+    ndcg: dict[tuple[float, float], float]       # validation nDCG@k per (repeat multiplier, neighbour scale) tried
+
+
+def tune_history(models, spec: ModelSpec, validation: Holdout, k: int, neighbours: bool = True) -> HistoryTuning:
+    """Choose the repeat term's multiplier and the neighbour term's scale by validation nDCG@k.
+
+    Three rounds, each keeping the other value fixed: the multipliers with no neighbour term, then
+    the neighbour scales (when `neighbours`), then the multipliers again. Ties go to the smaller
+    neighbour scale, then to the multiplier nearest 1. Sets the model's repeat scale to the learned
+    one times the multiplier and spec.neighbour_scale. A model without the repeat term is left alone.
+    """
     from ml.model import repeat_scale, set_repeat_scale
-    from ml.score import Scorer
+    from ml.score import Scorer, sequence_neighbours
 
     learned = repeat_scale(models.profile)
     if learned is None:
-        return 1.0, {}
+        spec.neighbour_scale = 0.0
+        return HistoryTuning(1.0, 0.0, {})
     scorer = Scorer(models.profile, models.item, spec)
     item_vectors = scorer.items(validation.items)
-    _, scores = model_recommendations(scorer, validation, k, item_vectors)    # the towers run once
-    ndcg = {}
+    similarity = sequence_neighbours(validation.table, item_vectors[0], spec) if neighbours else None
+    _, scores = model_recommendations(scorer, validation, k, item_vectors, neighbours=similarity)   # the towers run once
+    ndcg: dict[tuple[float, float], float] = {}
+
+    def best() -> tuple[float, float]:
+        return max(ndcg, key=lambda mn: (ndcg[mn], -mn[1], -abs(math.log(mn[0]))))
+
+    def trial(multiplier: float, scale: float) -> None:
+        if (multiplier, scale) not in ndcg:
+            recs, _ = model_recommendations(scorer, validation, k, item_vectors,
+                                            replace(scores, repeat_scale=learned * multiplier, neighbour_scale=scale),
+                                            similarity)
+            ndcg[(multiplier, scale)] = ranking_report(recs, validation.truth, k, validation.catalog_size)["ndcg_at_k"]
+
     for multiplier in REPEAT_MULTIPLIERS:
-        recs, _ = model_recommendations(scorer, validation, k, item_vectors,
-                                        replace(scores, repeat_scale=learned * multiplier))
-        ndcg[multiplier] = ranking_report(recs, validation.truth, k, validation.catalog_size)["ndcg_at_k"]
-    best = max(ndcg, key=lambda m: (ndcg[m], -abs(math.log(m))))
-    set_repeat_scale(models.profile, learned * best)
-    return best, ndcg
+        trial(multiplier, 0.0)
+    if neighbours:
+        for scale in NEIGHBOUR_SCALES:
+            trial(best()[0], scale)
+        for multiplier in REPEAT_MULTIPLIERS:
+            trial(multiplier, best()[1])
+    multiplier, scale = best()
+    set_repeat_scale(models.profile, learned * multiplier)
+    spec.neighbour_scale = scale
+    return HistoryTuning(multiplier, scale, ndcg)
 
 
 def _numeric_sample(files, spec: ModelSpec, rows: int) -> np.ndarray:
@@ -391,7 +424,7 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
     cross_validation = cross_validate(cfg, spec, snapshot, items, device, k, max_epochs)
     selection = fit(cfg, spec, snapshot, items, plan.train_as_of, plan.boundary("train"), max_epochs, device,
                     validation, k)
-    multiplier, repeat_ndcg = tune_repeat_scale(selection.models, spec, validation, k)
+    tuning = tune_history(selection.models, spec, validation, k, bool(cfg.get("model.neighbour_term", True)))
     final = selection
     if bool(cfg.get("model.refit", True)):
         from ml.model import repeat_scale, set_repeat_scale
@@ -399,7 +432,7 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
         final = fit(cfg, spec, snapshot, items, plan.refit_as_of, plan.boundary("refit"), selection.best_epoch, device)
         learned = repeat_scale(final.models.profile)
         if learned is not None:
-            set_repeat_scale(final.models.profile, learned * multiplier)
+            set_repeat_scale(final.models.profile, learned * tuning.repeat_multiplier)
     scorer = Scorer(final.models.profile, final.models.item, spec)
     metrics, detail = evaluate_candidate(scorer, holdout, k)
     ground_truth = ground_truth_report(cfg, detail["scores"], spec, holdout.table)
@@ -425,7 +458,7 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
                   "device": device.describe(), "k": k, "best_epoch": selection.best_epoch,
                   "train_rows": selection.stats.rows, "refit_rows": final.stats.rows,
                   "holdout_users": len(holdout.truth), "churn_trained": spec.churn_trained,
-                  "repeat_scale_multiplier": multiplier,
+                  "repeat_scale_multiplier": tuning.repeat_multiplier, "neighbour_scale": tuning.neighbour_scale,
                   **{f"split.{key}": (",".join(v) if isinstance(v, list) else v) for key, v in plan.to_dict().items()},
                   **{f"data_version.{t}": v for t, v in snapshot.table_versions.items()},
                   **(extra_params or {})}
@@ -441,7 +474,8 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
         mlflow.log_metrics(clean({f"test_{m}": v for m, v in metrics.items()}))
         mlflow.log_metrics(clean(ground_truth))
         mlflow.log_metrics(clean(cross_validation))
-        mlflow.log_metrics(clean({f"val_ndcg_at_k_repeat_x{m:g}": v for m, v in repeat_ndcg.items()}))
+        mlflow.log_metrics(clean({f"val_ndcg_at_k_repeat_x{m:g}_neighbour_{c:g}": v
+                                  for (m, c), v in tuning.ndcg.items()}))
         for name, values in baselines.items():
             mlflow.log_metrics(clean({f"baseline_{name}_{m}": v for m, v in values.items()}))
         if champion_metrics:

@@ -16,7 +16,7 @@ from ml.dataset import (
     OOV, ExampleDataset, LossWeights, ModelSpec, chunks_of, encode_items, encode_users, pad_lists, plan_split,
     vocab_index,
 )
-from ml.retrieval import relative_scores, repeat_term, step_positions, top_items
+from ml.retrieval import History, relative_scores, repeat_term, step_positions, top_items
 from tests.conftest import REPO
 
 D = dt.date(2026, 11, 14)
@@ -289,7 +289,7 @@ def test_step_positions_and_the_repeat_term_by_hand():
 def test_top_items_adds_the_repeat_term_before_ranking_and_exclusions_still_win():
     users = np.array([[1.0, 0.0]], dtype="float32")
     items = np.array([[1.0, 0.0], [0.5, 0.0], [0.0, 0.0]], dtype="float32")
-    history = (np.array([[2, 1, -1]]), np.array([[math.e - 1, 1.0, 5.0]]), 1.0)   # item 2 gains 1, item 1 log 2
+    history = History(np.array([[2, 1, -1]]), np.array([[math.e - 1, 1.0, 5.0]]), 1.0)   # item 2 gains 1, item 1 log 2
     index, scores = top_items(users, items, 3, history=history)
     assert index.tolist() == [[1, 0, 2]]
     assert scores[0].tolist() == pytest.approx([0.5 + math.log(2.0), 1.0, 1.0])

@@ -120,3 +120,40 @@ def test_gold_rows_through_the_model_to_reranked_recommendations(spark, tmp_path
     assert not {r["item_id"] for r in by_user["a"]} & {"i1", "i3"}     # bought items never come back
     assert all(r["reason"] for r in recs) and all(0.0 <= r["score"] <= 1.0 for r in recs)
     assert len(by_user["b"]) == 3
+
+
+@pytest.mark.spark
+def test_the_distributed_path_scores_with_the_same_neighbour_term_as_the_driver(spark, tmp_path):
+    """score_users over mapInArrow (neighbours by Spark) gives the driver's candidates (neighbours by numpy)."""
+    import mlflow.pyfunc
+
+    from jobs.score import score_users
+    from ml.model import ModelParams, build_models
+    from ml.pyfunc import PortraitProfileModel, save_artifacts
+    from ml.score import Scorer
+    from tests.conftest import make_config
+    from tests.test_model import tiny_spec
+
+    spec = tiny_spec(numeric_features=["n_events_30d"], log_features=[], item_vocab=["i1", "i2", "i3", "i4", "i5"],
+                     neighbour_scale=50.0)
+    models = build_models(spec, ModelParams(embedding_dim=8, history_code_dim=4, hidden_units=8,
+                                            item_embedding_dim=4, gru_units=4))
+    model_dir = tmp_path / "model"
+    mlflow.pyfunc.save_model(str(model_dir), python_model=PortraitProfileModel(),
+                             artifacts=save_artifacts(models, spec, tmp_path / "artifacts"), pip_requirements=[])
+    users = spark.createDataFrame(
+        [("a", 3.0, "F", ["i1"]), ("b", 1.0, "M", ["i1", "i2"]), ("c", 2.0, "F", ["i2", "i3"]),
+         ("d", 0.0, "M", ["i4", "i4"]), ("e", 0.0, "F", None)],
+        "user_key string, n_events_30d double, gender string, seq_item_ids array<string>")
+    items = pa.table({"item_id": ["i1", "i2", "i3", "i4", "i5"], "category": ["pets", "beauty", "pets", "beauty", "pets"],
+                      "brand": ["acme"] * 5, "price": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    scorer = Scorer(models.profile, models.item, spec, "1")
+    got = {}
+    for above in ("100", "0"):            # the driver, then mapInArrow
+        cfg = make_config(tmp_path, PORTRAIT__RECOMMEND__CANDIDATES="3", PORTRAIT__SCORE__DISTRIBUTED_ABOVE_USERS=above)
+        scored, _ = score_users(spark, cfg, scorer, str(model_dir), users, items)
+        got[above] = {r["user_key"]: [(c["item_id"], round(c["score"], 5)) for c in r["candidates"]]
+                      for r in scored.collect()}
+    assert got["0"] == got["100"]
+    # a's only item, i1, shares user b with i2 and nothing else: at this scale i2 comes first.
+    assert got["100"]["a"][0][0] == "i2"

@@ -70,11 +70,18 @@ def test_a_worse_configuration_does_not_move_champion(tmp_path, snapshot):
     assert run.data.tags["gate_alias"] == CHALLENGER
     assert run.data.metrics["champion_ndcg_at_k"] == pytest.approx(good.metrics["ndcg_at_k"])
     assert "val_ndcg_at_k" in run.data.metrics and run.data.params["data_version.synthetic"] == "0"
-    # The repeat term's scale: every multiplier was tried on the validation days, the best one kept.
-    from ml.train import REPEAT_MULTIPLIERS
+    # The repeat multiplier and the neighbour scale: every multiplier was tried without the neighbour
+    # term, every neighbour scale at some multiplier, and the best pair tried is the one kept.
+    from ml.train import NEIGHBOUR_SCALES, REPEAT_MULTIPLIERS
 
-    tried = {m: run.data.metrics[f"val_ndcg_at_k_repeat_x{m:g}"] for m in REPEAT_MULTIPLIERS}
-    chosen = float(run.data.params["repeat_scale_multiplier"])
+    tried = {}
+    for name, value in run.data.metrics.items():
+        if name.startswith("val_ndcg_at_k_repeat_x"):
+            multiplier, scale = name.removeprefix("val_ndcg_at_k_repeat_x").split("_neighbour_")
+            tried[(float(multiplier), float(scale))] = value
+    assert {m for m, c in tried if c == 0} == set(REPEAT_MULTIPLIERS)
+    assert {c for m, c in tried} == set(NEIGHBOUR_SCALES)
+    chosen = (float(run.data.params["repeat_scale_multiplier"]), float(run.data.params["neighbour_scale"]))
     assert tried[chosen] == max(tried.values())
     artifacts = {a.path for a in client.list_artifacts(good.run_id, "plots")}
     assert artifacts == {"plots/training_curves.png", "plots/per_tag_f1.png", "plots/calibration.png"}
