@@ -6,8 +6,9 @@ is streamed through the real input pipeline (ml.dataset.ExampleDataset) into the
 (after the first, compiling, steps) and the process's peak resident memory. Each size runs in its
 own process, so peaks do not carry over. Then batch scoring: the trained model is saved as the
 registered pyfunc would be, and Spark scores a synthetic user table with `mapInArrow`
-(jobs/score.py's distributed path: model loaded once per partition, top-N candidates included);
-the figure is users scored per second.
+(jobs/score.py's distributed path: the neighbour term's item similarity computed by Spark, then
+the model loaded once per partition, top-N candidates included); the figure is users scored per
+second, the similarity included (and also timed on its own).
 
     .venv/bin/python benchmarks/bench_train.py --users 100000 1000000 --steps 60 --score-users 200000 --out bench_train.json
 """
@@ -92,8 +93,9 @@ def train_once(users: int, items: int, steps: int, batch_size: int, warmup: int,
     }
 
 
-def score_with_spark(result: dict, score_users: int, workdir: Path) -> dict:
-    """Save the trained towers as the pyfunc, then score `score_users` rows through mapInArrow."""
+def score_with_spark(result: dict, score_users: int, workdir: Path, neighbour_scale: float) -> dict:
+    """Save the trained towers as the pyfunc, then score `score_users` rows through mapInArrow, with
+    the neighbour term's similarity computed by Spark first when `neighbour_scale` > 0."""
     import mlflow.pyfunc
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -105,6 +107,7 @@ def score_with_spark(result: dict, score_users: int, workdir: Path) -> dict:
     from ml.score import load_scorer
 
     snapshot, day = result["_snapshot"], result["_day"]
+    result["_spec"].neighbour_scale = neighbour_scale
     items_table = pq.read_table(snapshot.files([day], "items")[0])
     artifacts = save_artifacts(result["_models"], result["_spec"], workdir / "artifacts", items_table)
     model_path = workdir / "pyfunc"
@@ -121,19 +124,29 @@ def score_with_spark(result: dict, score_users: int, workdir: Path) -> dict:
     users = spark.read.parquet(snapshot.example_dir(day)).select(*[c for c in result["_spec"].user_columns()])
     users = users.limit(score_users).repartition(int(spark.conf.get("spark.sql.shuffle.partitions"))).cache()
     count = users.count()
-    fn = _partition_scorer(str(model_path), "bench", item_table, categories, vectors, 100, 4096)
     started = time.perf_counter()
+    neighbours = None
+    if scorer.uses_neighbours:
+        from ml.neighbours import spark_item_neighbours
+
+        spec = scorer.spec
+        neighbours = spark_item_neighbours(users, item_table.item_ids, spec.item_vocab, spec.sequence_length,
+                                           spec.neighbour_top_n)
+    neighbour_s = time.perf_counter() - started
+    fn = _partition_scorer(str(model_path), "bench", item_table, categories, vectors, 100, 4096, neighbours)
     users.mapInArrow(fn, SCORED_SCHEMA).write.format("noop").mode("overwrite").save()
     seconds = time.perf_counter() - started
     spark.stop()
-    return {"score_users": count, "score_s": round(seconds, 1), "users_per_s": round(count / seconds, 1)}
+    return {"score_users": count, "score_s": round(seconds, 1), "users_per_s": round(count / seconds, 1),
+            "neighbours_s": round(neighbour_s, 1),
+            "neighbour_pairs": int(neighbours.nnz) if neighbours is not None else 0}
 
 
 def child(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(dir=args.workdir) as folder:
         result = train_once(args.one_size, args.items, args.steps, args.batch_size, args.warmup, Path(folder))
         if args.score_users:
-            result.update(score_with_spark(result, args.score_users, Path(folder)))
+            result.update(score_with_spark(result, args.score_users, Path(folder), args.neighbour_scale))
     print(json.dumps({k: v for k, v in result.items() if not k.startswith("_") and k != "model_dir"}), flush=True)
 
 
@@ -146,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--score-users", type=int, default=100_000,
                         help="users scored through Spark mapInArrow after the first size (0: skip)")
+    parser.add_argument("--neighbour-scale", type=float, default=64.0,
+                        help="the neighbour term's scale while scoring (0: without it, as older models)")
     parser.add_argument("--workdir", default=None, help="where snapshots are written (a temporary folder)")
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     parser.add_argument("--one-size", type=int, default=None, help=argparse.SUPPRESS)
@@ -157,7 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     for n, users in enumerate(args.users):
         command = [sys.executable, __file__, "--one-size", str(users), "--items", str(args.items),
                    "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
-                   "--score-users", str(args.score_users if n == 0 else 0)]
+                   "--score-users", str(args.score_users if n == 0 else 0),
+                   "--neighbour-scale", str(args.neighbour_scale)]
         if args.workdir:
             command += ["--workdir", args.workdir]
         done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
@@ -165,11 +181,12 @@ def main(argv: list[str] | None = None) -> None:
             sys.stderr.write(done.stderr[-4000:])
             raise SystemExit(f"bench_train: the {users:,}-user run failed")
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    print(f"{'users':>10} {'examples/s':>11} {'peak RSS MiB':>13} {'snapshot s':>11} {'scored users/s':>15}")
+    print(f"{'users':>10} {'examples/s':>11} {'peak RSS MiB':>13} {'snapshot s':>11} {'scored users/s':>15} "
+          f"{'neighbours s':>13}")
     for row in rows:
         scored = f"{row['users_per_s']:,.0f}" if "users_per_s" in row else "-"
         print(f"{row['users']:>10,} {row['examples_per_s'] or 0:>11,.0f} {row['peak_rss_mib']:>13,.0f} "
-              f"{row['snapshot_write_s']:>11} {scored:>15}")
+              f"{row['snapshot_write_s']:>11} {scored:>15} {row.get('neighbours_s', '-'):>13}")
     if args.out:
         Path(args.out).write_text(json.dumps({"bench": "train", "results": rows}, indent=1), encoding="utf-8")
 
