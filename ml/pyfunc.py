@@ -3,8 +3,10 @@
 `predict` takes gold rows (user features + sequence arrays, a pandas DataFrame) and returns one row
 per user: tag scores, the segment, churn risk, the embedding and the repeat term of the items in the
 user's own sequence, so any MLflow consumer can score without this project's Spark code (an item's
-score is user_embedding . item_embedding plus its repeat term, 0 for items not listed). Loading needs the `portrait` package importable (ml.model holds
-the custom layers), as it is in the project's images.
+score is user_embedding . item_embedding plus its repeat term, 0 for items not listed). The
+neighbour term is not in it: it needs the similarity of the whole day's sequences, not one batch's;
+ml.neighbours computes it and the spec's `neighbour_scale` weighs it. Loading needs the `portrait`
+package importable (ml.model holds the custom layers), as it is in the project's images.
 """
 
 from __future__ import annotations
