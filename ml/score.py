@@ -120,15 +120,6 @@ def sequence_neighbours(table: "pa.Table", items: ItemTable, spec: ModelSpec) ->
         seq = np.zeros((table.num_rows, 0), dtype=np.int64)
     return item_neighbours(step_positions(seq, items.rows), len(items.rows), spec.neighbour_top_n)
 
-    def items(self, table: "pa.Table") -> tuple[ItemTable, np.ndarray]:
-        """The item table of one date under this model's spec and its item embeddings (one per item row)."""
-        items = encode_items(table, self.spec)
-        vectors = np.zeros((len(items.rows), int(self.item.output.shape[-1])), dtype=np.float32)
-        for start in range(0, len(items.rows), 8192):
-            index = items.rows[start:start + 8192]
-            vectors[start:start + len(index)] = np.asarray(self.item.predict_on_batch(items.inputs(index)))
-        return items, vectors
-
 
 def load_champion(cfg: Config) -> Scorer:
     """The `champion` alias of the registered model, as a Scorer."""
