@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from jobs.common.config import Config
     from pyspark.sql import DataFrame
 
-SOURCES: tuple[str, ...] = ("embedding", "tag", "similar_item", "seen")
+SOURCES: tuple[str, ...] = ("embedding", "tag", "similar_item", "seen", "neighbour")
 # How `seen` words the event type of the user's most recent step on the item.
 SEEN_VERBS = {"view": "viewed", "click": "clicked", "add_to_cart": "put in your cart",
               "remove_from_cart": "took out of your cart", "purchase": "bought", "review": "reviewed",
@@ -214,9 +214,10 @@ def category_label(category: str | None) -> str:
 def reason(source: str, evidence: str | None, category: str | None) -> str:
     """Why an item is recommended, in words a shopper or an analyst reads.
 
-    tag: evidence is the interest tag; similar_item: evidence names the viewed item; seen: evidence
-    is the event type of the user's latest step on this very item; embedding: the item's category
-    is the readable part of an embedding match.
+    tag: evidence is the interest tag; similar_item: evidence names the viewed item; neighbour:
+    evidence names the item of the user's sequence that other users chose together with this one;
+    seen: evidence is the event type of the user's latest step on this very item; embedding: the
+    item's category is the readable part of an embedding match.
     """
     evidence = (evidence or "").strip()
     if source == "seen":
@@ -225,4 +226,7 @@ def reason(source: str, evidence: str | None, category: str | None) -> str:
         return f"matches your interest in {category_label(evidence or category)}"
     if source == "similar_item":
         return f"similar to an item you viewed ({evidence})" if evidence else "similar to an item you viewed"
+    if source == "neighbour":
+        return f"often chosen together with an item you viewed ({evidence})" if evidence else \
+            "often chosen together with items you viewed"
     return f"fits your taste profile in {category_label(category)}"

@@ -85,14 +85,17 @@ def transform_profile(features: "DataFrame", scored: "DataFrame", model_version:
 
 def candidate_sources(candidate_categories: np.ndarray, top_tags: np.ndarray, seq_categories: np.ndarray,
                       seq_items: np.ndarray, candidate_items: np.ndarray | None = None,
-                      seq_event_types: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      seq_event_types: np.ndarray | None = None,
+                      neighbour_items: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(source, evidence) for each candidate (users x candidates), the rule the re-ranker words:
 
     'seen' when the candidate itself is in the user's sequence (evidence: the event type of the most
-    recent step on it; needs `candidate_items` and `seq_event_types`); else 'tag' when the
-    candidate's category is one of the user's top tags (evidence: the category); else
-    'similar_item' when the user's sequence holds an item of that category (evidence: the most
-    recent one); else 'embedding' (evidence empty). Arrays of category/item strings; '' pads.
+    recent step on it; needs `candidate_items` and `seq_event_types`); else 'neighbour' when the
+    neighbour term links it to an item of the sequence (evidence: `neighbour_items`, that item,
+    from ml.neighbours.neighbour_evidence); else 'tag' when the candidate's category is one of the
+    user's top tags (evidence: the category); else 'similar_item' when the user's sequence holds an
+    item of that category (evidence: the most recent one); else 'embedding' (evidence empty).
+    Arrays of category/item strings; '' pads.
     """
     users, n = candidate_categories.shape
     source = np.full((users, n), "embedding", dtype=object)
@@ -106,6 +109,10 @@ def candidate_sources(candidate_categories: np.ndarray, top_tags: np.ndarray, se
         rows, cols, last = _latest_match(candidate_categories, seq_categories, ~is_tag)
         source[rows, cols] = "similar_item"
         evidence[rows, cols] = seq_items[rows, last]
+    if neighbour_items is not None:
+        linked = neighbour_items != ""
+        source[linked] = "neighbour"
+        evidence[linked] = neighbour_items[linked]
     if candidate_items is not None and seq_event_types is not None and seq_items.shape[1]:
         rows, cols, last = _latest_match(candidate_items, seq_items)
         source[rows, cols] = "seen"
@@ -158,7 +165,8 @@ def score_batch(scorer: "Scorer", users: "pa.Table", item_table, item_categories
     spec = scorer.spec
     dim = scores.embeddings.shape[1] - 1          # the last component is the constant 1 of the bias trick
     order = np.argsort(-scores.tag_scores, axis=1, kind="stable")
-    top, raw = top_items(scores.embeddings, item_vectors, n_candidates, history=scores.history(item_table, neighbours))
+    history = scores.history(item_table, neighbours)
+    top, raw = top_items(scores.embeddings, item_vectors, n_candidates, history=history)
     relative = relative_scores(raw)
     tags = np.asarray(spec.tags, dtype=object)
     item_array = np.asarray(item_ids, dtype=object)
@@ -168,8 +176,13 @@ def score_batch(scorer: "Scorer", users: "pa.Table", item_table, item_categories
         _strings(users.column(name), spec.sequence_length) if name in users.column_names
         else np.zeros((users.num_rows, 0), dtype=object)
         for name in ("seq_categories", "seq_item_ids", "seq_event_types"))
+    linked = None
+    if history is not None and history.neighbours is not None and history.neighbour_scale:
+        from ml.neighbours import neighbour_evidence
+
+        linked = _at(item_array, neighbour_evidence(history.positions, history.weights, history.neighbours, top))
     source, evidence = candidate_sources(candidate_categories, tags[order[:, :TAG_EVIDENCE_TOP]],
-                                         seq_categories, seq_items, candidate_items, seq_event_types)
+                                         seq_categories, seq_items, candidate_items, seq_event_types, linked)
     rows: dict[str, list] = {k: [] for k in ("user_key", "interest_tags", "top_categories", "model_segment",
                                              "model_churn", "user_embedding", "candidates")}
     for u, key in enumerate(scores.user_keys):

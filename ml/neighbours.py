@@ -107,3 +107,46 @@ def spark_item_neighbours(users: "DataFrame", item_ids: Sequence[str], known: Se
     kept = similarity.withColumn("r", rank).where(F.col("r") <= top_n).select("i", "j", "s").toArrow()
     return _top_n(kept.column("i").to_numpy().astype(np.int64), kept.column("j").to_numpy().astype(np.int64),
                   kept.column("s").to_numpy().astype(np.float64), len(item_ids), top_n)
+
+
+def neighbour_evidence(positions: np.ndarray, weights: np.ndarray, neighbours: "sp.csr_matrix",
+                       candidates: np.ndarray, block: int = 512) -> np.ndarray:
+    """For each candidate (users x candidates, item positions, -1 for none): the position of the user's
+    sequence item that adds most to its neighbour term (weight x similarity, summed over the steps on
+    that item; ties: the lower position), or -1 when no item of the sequence is its neighbour.
+
+    This is the "because you took X" behind a candidate the neighbour term brought in.
+    """
+    positions = np.asarray(positions, dtype=np.int64)
+    weights = np.asarray(weights, dtype=np.float64)
+    candidates = np.asarray(candidates, dtype=np.int64)
+    items = neighbours.shape[0]
+    out = np.full(candidates.shape, -1, dtype=np.int64)
+    indptr, indices, data = neighbours.indptr, neighbours.indices.astype(np.int64), neighbours.data
+    for start in range(0, len(positions), block):
+        pos, w, cand = positions[start:start + block], weights[start:start + block], candidates[start:start + block]
+        rows, steps = np.nonzero(pos >= 0)
+        # the user's weight on each distinct item of the sequence
+        keys, inverse = np.unique(rows * items + pos[rows, steps], return_inverse=True)
+        item_weight = np.bincount(inverse, weights=w[rows, steps], minlength=len(keys))
+        user, item = keys // items, keys % items
+        # every (user, sequence item, neighbour) with its contribution weight x similarity
+        counts = indptr[item + 1] - indptr[item]
+        which = np.repeat(np.arange(len(keys)), counts)
+        offset = np.arange(len(which)) - np.repeat(np.cumsum(counts) - counts, counts)
+        entry = indptr[item][which] + offset
+        pair = user[which] * items + indices[entry]
+        contribution = item_weight[which] * data[entry]
+        # the best sequence item per (user, neighbour): sort by pair, contribution desc, item asc
+        order = np.lexsort((item[which], -contribution, pair))
+        pair, best_item = pair[order], item[which][order]
+        first = np.ones(len(pair), dtype=bool)
+        first[1:] = pair[1:] != pair[:-1]
+        pair, best_item = pair[first], best_item[first]
+        # look every candidate up
+        local = np.arange(len(cand))[:, None] * items + np.maximum(cand, 0)
+        found = np.searchsorted(pair, local)
+        hit = (found < len(pair)) & (cand >= 0)
+        hit[hit] = pair[found[hit]] == local[hit]
+        out[start:start + block][hit] = best_item[found[hit]]
+    return out

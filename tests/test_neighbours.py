@@ -66,3 +66,18 @@ def test_spark_item_neighbours_matches_the_numpy_computation(spark):
     for top_n in (1, 10):
         got = spark_item_neighbours(users, item_ids, known, 4, top_n).toarray()
         assert got == pytest.approx(item_neighbours(POSITIONS, 6, top_n).toarray())
+
+
+def test_neighbour_evidence_names_the_sequence_item_that_adds_most():
+    from ml.neighbours import neighbour_evidence
+
+    s = item_neighbours(POSITIONS, 5, top_n=10)
+    # user 0 took item 1 (weight 1) and item 2 (weights 2 + 1 = 3); user 1 took item 3 only
+    positions = np.array([[1, 2, 2], [3, -1, -1]])
+    weights = np.array([[1.0, 2.0, 1.0], [1.0, 9.0, 9.0]])
+    candidates = np.array([[0, 4, 2, -1], [0, 1, 2, 3]])
+    evidence = neighbour_evidence(positions, weights, s, candidates, block=1)
+    # item 0: 1 * COS_01 (0.82) from item 1 against 3 * COS_02 (2.45) from item 2 -> item 2;
+    # item 2 from item 1 (1 * 0.5); item 4 has no neighbour; user 1's item 3 has none at all
+    assert evidence.tolist() == [[2, -1, 1, -1], [-1, -1, -1, -1]]
+    assert neighbour_evidence(positions, weights, s, candidates).tolist() == evidence.tolist()   # one block

@@ -34,6 +34,19 @@ def test_a_candidate_in_the_users_own_sequence_is_seen_with_its_latest_event_typ
     assert evidence.tolist() == [["add_to_cart", "beauty", "i2"]]
 
 
+def test_a_neighbour_link_explains_a_candidate_unless_it_was_seen():
+    categories = np.array([["pets", "beauty", "toys"]], dtype=object)
+    items = np.array([["i3", "i9", "i8"]], dtype=object)
+    seq_categories = np.array([["pets", "toys", ""]], dtype=object)
+    seq_items = np.array([["i3", "i2", ""]], dtype=object)
+    seq_types = np.array([["view", "click", ""]], dtype=object)
+    linked = np.array([["i2", "i2", ""]], dtype=object)        # i3 and i9 are neighbours of i2; i8 is not
+    source, evidence = candidate_sources(categories, np.array([["beauty"]], dtype=object), seq_categories, seq_items,
+                                         items, seq_types, linked)
+    assert source.tolist() == [["seen", "neighbour", "similar_item"]]   # the neighbour link beats the tag
+    assert evidence.tolist() == [["view", "i2", "i2"]]
+
+
 def test_candidate_sources_without_history_fall_back_to_embedding():
     source, evidence = candidate_sources(np.array([["pets"]], dtype=object), np.array([["beauty"]], dtype=object),
                                          np.zeros((1, 0), dtype=object), np.zeros((1, 0), dtype=object))
@@ -152,8 +165,10 @@ def test_the_distributed_path_scores_with_the_same_neighbour_term_as_the_driver(
     for above in ("100", "0"):            # the driver, then mapInArrow
         cfg = make_config(tmp_path, PORTRAIT__RECOMMEND__CANDIDATES="3", PORTRAIT__SCORE__DISTRIBUTED_ABOVE_USERS=above)
         scored, _ = score_users(spark, cfg, scorer, str(model_dir), users, items)
-        got[above] = {r["user_key"]: [(c["item_id"], round(c["score"], 5)) for c in r["candidates"]]
-                      for r in scored.collect()}
+        got[above] = {r["user_key"]: [(c["item_id"], round(c["score"], 5), c["source"], c["evidence"])
+                                      for c in r["candidates"]] for r in scored.collect()}
     assert got["0"] == got["100"]
-    # a's only item, i1, shares user b with i2 and nothing else: at this scale i2 comes first.
-    assert got["100"]["a"][0][0] == "i2"
+    # a's only item, i1, shares user b with i2 and nothing else: at this scale i2 comes first, and the
+    # neighbour term explains it.
+    item, _, source, evidence = got["100"]["a"][0]
+    assert (item, source, evidence) == ("i2", "neighbour", "i1")

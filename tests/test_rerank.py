@@ -94,6 +94,8 @@ def test_reasons_read_as_words():
     assert reason("similar_item", "", "pets") == "similar to an item you viewed"
     assert reason("seen", "add_to_cart", "pets") == "an item you put in your cart recently"
     assert reason("seen", "", "pets") == "an item you looked at recently"
+    assert reason("neighbour", "i7", "pets") == "often chosen together with an item you viewed (i7)"
+    assert reason("neighbour", "", "pets") == "often chosen together with items you viewed"
     assert reason("embedding", "", "pets") == "fits your taste profile in 宠物用品/pets"
     assert reason("tag", "not_a_category", "pets") == "matches your interest in not_a_category"
 
