@@ -116,14 +116,20 @@ def ranked_lists(user_keys: Sequence[str], item_ids: Sequence[str], indices: np.
 
 
 def relative_scores(scores: np.ndarray) -> np.ndarray:
-    """exp(logit - the user's best logit): 1 for the top item, in (0, 1] below it, 0 for fillers.
+    """Each user's logits scaled to [0, 1] over their candidates: 1 for the best, 0 for the lowest
+    (all 1 when they are equal), 0 for fillers.
 
-    The same order as the logits, on a scale the re-ranker can weigh against diversity.
+    The same order as the logits, on a scale the re-ranker can weigh against diversity. (A ratio of
+    probabilities, exp(logit - best), is not: with the history terms' scales chosen for ranking, it
+    puts every candidate after the first near 0, and diversity alone would order the rest.)
     """
-    best = np.where(np.isfinite(scores[:, :1]), scores[:, :1], 0.0)
-    with np.errstate(invalid="ignore", over="ignore"):
-        relative = np.exp(np.where(np.isfinite(scores), scores - best, -np.inf))
-    return np.nan_to_num(relative, nan=0.0)
+    finite = np.isfinite(scores)
+    best = np.max(np.where(finite, scores, -np.inf), axis=1, keepdims=True, initial=-np.inf)
+    low = np.min(np.where(finite, scores, np.inf), axis=1, keepdims=True, initial=np.inf)
+    span = np.where(np.isfinite(best) & (best > low), best - low, 1.0)
+    with np.errstate(invalid="ignore"):
+        relative = np.where(finite, (scores - np.where(np.isfinite(low), low, 0.0)) / span, 0.0)
+    return np.where(finite & (best == low), 1.0, relative)
 
 
 def positions(values: Sequence[Sequence[str]], index: Mapping[str, int]) -> list[list[int]]:

@@ -276,6 +276,11 @@ def test_top_items_by_hand_with_exclusions_and_ties():
     assert relative_scores(scores).tolist() == [[1.0, 0.0, 0.0]]
 
 
+def test_relative_scores_span_each_users_candidates():
+    scores = np.array([[4.0, 3.0, 0.0], [2.0, 2.0, -np.inf], [-np.inf, -np.inf, -np.inf]])
+    assert relative_scores(scores).tolist() == [[1.0, 0.75, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0]]
+
+
 def test_step_positions_and_the_repeat_term_by_hand():
     # item table rows hold vocabulary indices 4, 2, 7 (a new item would sit past the vocabulary)
     positions = step_positions(np.array([[2, 7, 2, 0], [OOV, 3, 4, 0]]), np.array([4, 2, 7]))
