@@ -741,6 +741,18 @@ def _top_values(column, limit: int) -> list[str]:
     return [v for _, v in pairs[:limit]]
 
 
+def neighbour_top_n(cfg: Config) -> int:
+    """model.neighbour_top_n, checked: the neighbours each item keeps for the neighbour term."""
+    value = cfg.get("model.neighbour_top_n", 100)
+    try:
+        top_n = int(value)
+    except (TypeError, ValueError):
+        top_n = 0
+    if top_n < 1 or str(top_n) != str(value).strip():
+        raise ConfigError(f"model.neighbour_top_n must be a whole number of at least 1, got {value}")
+    return top_n
+
+
 def build_spec(cfg: Config, train_files: Sequence[str], item_files: Sequence[str], plan: SplitPlan,
                feature_version: str = "") -> ModelSpec:
     """Vocabularies and scaling from the training split (a sample for the scaling), never from later days."""
@@ -771,7 +783,7 @@ def build_spec(cfg: Config, train_files: Sequence[str], item_files: Sequence[str
         item_vocab=item_vocab, category_vocab=list(TOP_LEVEL), event_type_vocab=_event_types(), brand_vocab=brands,
         item_numeric_features=item_numeric, item_log_features=_logged(items, item_numeric),
         sequence_length=int(cfg.get("model.sequence_length", 50)), feature_version=feature_version,
-        neighbour_top_n=int(cfg.get("model.neighbour_top_n", 100)),
+        neighbour_top_n=neighbour_top_n(cfg),
         horizon_days=plan.horizon_days, churn_horizon_days=plan.churn_horizon_days,
     )
     return spec

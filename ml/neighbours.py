@@ -113,7 +113,7 @@ def neighbour_evidence(positions: np.ndarray, weights: np.ndarray, neighbours: "
                        candidates: np.ndarray, block: int = 512) -> np.ndarray:
     """For each candidate (users x candidates, item positions, -1 for none): the position of the user's
     sequence item that adds most to its neighbour term (weight x similarity, summed over the steps on
-    that item; ties: the lower position), or -1 when no item of the sequence is its neighbour.
+    that item; ties: the lower position), or -1 when no item of the sequence adds anything.
 
     This is the "because you took X" behind a candidate the neighbour term brought in.
     """
@@ -137,6 +137,8 @@ def neighbour_evidence(positions: np.ndarray, weights: np.ndarray, neighbours: "
         entry = indptr[item][which] + offset
         pair = user[which] * items + indices[entry]
         contribution = item_weight[which] * data[entry]
+        keep = contribution > 0                  # a step of weight 0 (padding) explains nothing
+        which, pair, contribution = which[keep], pair[keep], contribution[keep]
         # the best sequence item per (user, neighbour): sort by pair, contribution desc, item asc
         order = np.lexsort((item[which], -contribution, pair))
         pair, best_item = pair[order], item[which][order]

@@ -26,8 +26,8 @@ from jobs.common.errors import ConfigError, InputDataError, PortraitError
 from jobs.common.step import StepResult
 from ml.dataset import (
     ExampleDataset, LossWeights, ModelSpec, Snapshot, SplitPlan, build_spec, chunks_of, encode_labels,
-    encode_users, label_stats, load_items, numeric_matrix, plan_from_config, read_table, snapshot_root,
-    user_numeric, write_snapshot,
+    encode_users, label_stats, load_items, neighbour_top_n, numeric_matrix, plan_from_config, read_table,
+    snapshot_root, user_numeric, write_snapshot,
 )
 from ml.evaluate import (
     binary_report, per_tag_f1, planted_interest_f1, ranking_report, segment_agreement, tag_report, top_k_tags,
@@ -662,6 +662,7 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, retrain: str = "a
         log.info("train %s: %s", run_date, why)
         return result
 
+    neighbour_top_n(cfg)                     # a bad setting fails now, not after the snapshot
     first_day = read_delta(spark, cfg, "silver.events").agg(F.min("event_date")).collect()[0][0]
     plan = plan_from_config(cfg, run_date, first_day)
     limit = int(sample_users or 0)

@@ -81,3 +81,5 @@ def test_neighbour_evidence_names_the_sequence_item_that_adds_most():
     # item 2 from item 1 (1 * 0.5); item 4 has no neighbour; user 1's item 3 has none at all
     assert evidence.tolist() == [[2, -1, 1, -1], [-1, -1, -1, -1]]
     assert neighbour_evidence(positions, weights, s, candidates).tolist() == evidence.tolist()   # one block
+    # weight 0 adds nothing, so it explains nothing
+    assert neighbour_evidence(positions, np.zeros((2, 3)), s, candidates).tolist() == [[-1] * 4, [-1] * 4]

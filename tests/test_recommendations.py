@@ -147,17 +147,22 @@ def test_the_distributed_path_scores_with_the_same_neighbour_term_as_the_driver(
     from tests.conftest import make_config
     from tests.test_model import tiny_spec
 
+    import keras
+
+    keras.utils.set_random_seed(3)
     spec = tiny_spec(numeric_features=["n_events_30d"], log_features=[], item_vocab=["i1", "i2", "i3", "i4", "i5"],
-                     neighbour_scale=50.0)
+                     neighbour_scale=500.0)      # far above the untrained dot products
     models = build_models(spec, ModelParams(embedding_dim=8, history_code_dim=4, hidden_units=8,
                                             item_embedding_dim=4, gru_units=4))
     model_dir = tmp_path / "model"
     mlflow.pyfunc.save_model(str(model_dir), python_model=PortraitProfileModel(),
                              artifacts=save_artifacts(models, spec, tmp_path / "artifacts"), pip_requirements=[])
     users = spark.createDataFrame(
-        [("a", 3.0, "F", ["i1"]), ("b", 1.0, "M", ["i1", "i2"]), ("c", 2.0, "F", ["i2", "i3"]),
-         ("d", 0.0, "M", ["i4", "i4"]), ("e", 0.0, "F", None)],
-        "user_key string, n_events_30d double, gender string, seq_item_ids array<string>")
+        [("a", 3.0, "F", ["i1"], ["view"], [0]), ("b", 1.0, "M", ["i1", "i2"], ["view", "purchase"], [0, 60]),
+         ("c", 2.0, "F", ["i2", "i3"], ["view", "view"], [0, 5]), ("d", 0.0, "M", ["i4", "i4"], ["view", "view"], [0, 9]),
+         ("e", 0.0, "F", None, None, None)],
+        "user_key string, n_events_30d double, gender string, seq_item_ids array<string>, "
+        "seq_event_types array<string>, seq_gaps array<long>")
     items = pa.table({"item_id": ["i1", "i2", "i3", "i4", "i5"], "category": ["pets", "beauty", "pets", "beauty", "pets"],
                       "brand": ["acme"] * 5, "price": [1.0, 2.0, 3.0, 4.0, 5.0]})
     scorer = Scorer(models.profile, models.item, spec, "1")

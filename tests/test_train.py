@@ -172,6 +172,16 @@ def _register_champion(cfg, run_date: dt.date, feature_version: str):
     client.set_registered_model_alias(name, CHAMPION, version.version)
 
 
+@pytest.mark.parametrize("value", ["0", "-5", "ten", "2.5"])
+def test_a_bad_neighbour_top_n_is_refused_by_name(tmp_path, value):
+    from jobs.common.errors import ConfigError
+    from ml.dataset import neighbour_top_n
+
+    with pytest.raises(ConfigError, match=f"model.neighbour_top_n must be a whole number of at least 1, got {value}$"):
+        neighbour_top_n(_cfg(tmp_path, neighbour_top_n=value))
+    assert neighbour_top_n(_cfg(tmp_path, neighbour_top_n="40")) == 40
+
+
 def test_retrain_cadence(tmp_path):
     from jobs.features import FEATURE_VERSION
     from ml.train import retrain_needed
