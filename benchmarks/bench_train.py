@@ -125,13 +125,7 @@ def score_with_spark(result: dict, score_users: int, workdir: Path, neighbour_sc
     users = users.limit(score_users).repartition(int(spark.conf.get("spark.sql.shuffle.partitions"))).cache()
     count = users.count()
     started = time.perf_counter()
-    neighbours = None
-    if scorer.uses_neighbours:
-        from ml.neighbours import spark_item_neighbours
-
-        spec = scorer.spec
-        neighbours = spark_item_neighbours(users, item_table.item_ids, spec.item_vocab, spec.sequence_length,
-                                           spec.neighbour_top_n)
+    neighbours = scorer.spark_neighbours(users, item_table)
     neighbour_s = time.perf_counter() - started
     fn = _partition_scorer(str(model_path), "bench", item_table, categories, vectors, 100, 4096, neighbours)
     users.mapInArrow(fn, SCORED_SCHEMA).write.format("noop").mode("overwrite").save()

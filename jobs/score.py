@@ -177,7 +177,7 @@ def score_batch(scorer: "Scorer", users: "pa.Table", item_table, item_categories
         else np.zeros((users.num_rows, 0), dtype=object)
         for name in ("seq_categories", "seq_item_ids", "seq_event_types"))
     linked = None
-    if history is not None and history.neighbours is not None and history.neighbour_scale:
+    if history is not None and history.uses_neighbours:
         from ml.neighbours import neighbour_evidence
 
         linked = _at(item_array, neighbour_evidence(history.positions, history.weights, history.neighbours, top))
@@ -247,14 +247,8 @@ def score_users(spark: "SparkSession", cfg: Config, scorer: "Scorer", model_uri:
     batch_rows = int(cfg.get("score.batch_users", 4096))
     count = users.count()
     if count > int(cfg.get("score.distributed_above_users", 200_000)):
-        neighbours = None
-        if scorer.uses_neighbours:
-            from ml.neighbours import spark_item_neighbours
-
-            neighbours = spark_item_neighbours(users, item_table.item_ids, scorer.spec.item_vocab,
-                                               scorer.spec.sequence_length, scorer.spec.neighbour_top_n)
         scorer_fn = _partition_scorer(model_uri, scorer.version, item_table, categories, vectors,
-                                      n_candidates, batch_rows, neighbours)
+                                      n_candidates, batch_rows, scorer.spark_neighbours(users, item_table))
         return users.mapInArrow(scorer_fn, SCORED_SCHEMA), count
     tables = []
     arrow = users.toArrow()

@@ -172,11 +172,16 @@ def item_similarity(train: "DataFrame", similarity: str = "jaccard", min_cooccur
     c_ij / (c_ii + c_jj - c_ij); lift = c_ij / (c_ii * c_jj); count = c_ij. Pairs seen by fewer
     than `min_cooccurrence` users are dropped (SAR's threshold).
     """
-    from pyspark.sql import functions as F
-
     if similarity not in SIMILARITIES:
         raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
-    pairs = _weighted(train).select("user_key", "item_id").distinct()
+    return pair_similarity(_weighted(train).select("user_key", "item_id").distinct(), similarity, min_cooccurrence)
+
+
+def pair_similarity(pairs: "DataFrame", similarity: str, min_cooccurrence: int = 1) -> "DataFrame":
+    """item_similarity of distinct (user_key, item_id) rows; `similarity` may also be cosine,
+    c_ij / sqrt(c_ii * c_jj) (ml/neighbours.py's)."""
+    from pyspark.sql import functions as F
+
     counts = pairs.alias("a").join(pairs.alias("b"), "user_key").groupBy(
         F.col("a.item_id").alias("item_i"), F.col("b.item_id").alias("item_j")
     ).agg(F.count(F.lit(1)).alias("cooccurrence"))
@@ -185,7 +190,8 @@ def item_similarity(train: "DataFrame", similarity: str = "jaccard", min_cooccur
         users_per_item.select(F.col("item_i").alias("item_j"), F.col("n_i").alias("n_j")), "item_j"
     )
     c, n_i, n_j = (F.col(name).cast("double") for name in ("cooccurrence", "n_i", "n_j"))
-    score = {"jaccard": c / (n_i + n_j - c), "lift": c / (n_i * n_j), "count": c}[similarity]
+    score = {"jaccard": c / (n_i + n_j - c), "lift": c / (n_i * n_j), "count": c,
+             "cosine": c / F.sqrt(n_i * n_j)}[similarity]
     return with_n.select("item_i", "item_j", F.col("cooccurrence").cast("long"), score.alias("similarity"))
 
 

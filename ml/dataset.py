@@ -553,6 +553,15 @@ def user_numeric(table: "pa.Table", spec: ModelSpec) -> np.ndarray:
     return np.concatenate([numeric, np.log(np.clip(shares, 0, None) + SHARE_FLOOR).astype(np.float32)], axis=1)
 
 
+def sequence_items(table: "pa.Table", spec: ModelSpec) -> np.ndarray:
+    """The last spec.sequence_length steps of each row's seq_item_ids as vocabulary indices (rows, steps)."""
+    import pyarrow as pa
+
+    column = table.column("seq_item_ids") if "seq_item_ids" in table.column_names else \
+        pa.nulls(table.num_rows, pa.list_(pa.string()))
+    return pad_lists(column, spec.sequence_length, lambda v: vocab_index(v, spec.item_vocab))
+
+
 def encode_users(table: "pa.Table", spec: ModelSpec, items: "ItemTable | None" = None) -> dict[str, np.ndarray]:
     """The user-tower inputs of `table` (snapshot or scoring rows) under `spec`.
 
@@ -571,7 +580,7 @@ def encode_users(table: "pa.Table", spec: ModelSpec, items: "ItemTable | None" =
         column = table.column(name) if name in table.column_names else pa.nulls(table.num_rows, pa.list_(empty_type))
         return pad_lists(column, n, encode)
 
-    seq_item = seq("seq_item_ids", lambda v: vocab_index(v, spec.item_vocab), pa.string())
+    seq_item = sequence_items(table, spec)
     width = len(spec.sequence_item_features)
     if items is not None and width:
         columns = [spec.item_numeric_features.index(name) for name in spec.sequence_item_features]

@@ -82,7 +82,10 @@ def spark_item_neighbours(users: "DataFrame", item_ids: Sequence[str], known: Se
     Positions are those of `item_ids` (the day's item table); only items in `known` (the model's
     vocabulary) count, as only they get a position from the model's encoding of the sequences.
     """
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
+
+    from ml.baselines import pair_similarity
 
     if top_n < 1:
         raise ValueError(f"top_n must be at least 1, got {top_n}")
@@ -93,20 +96,12 @@ def spark_item_neighbours(users: "DataFrame", item_ids: Sequence[str], known: Se
     last = F.expr(f"slice(seq_item_ids, greatest(size(seq_item_ids) - {int(steps)} + 1, 1), {int(steps)})")
     pairs = (users.where(F.size("seq_item_ids") > 0)
              .select("user_key", F.explode(F.array_distinct(last)).alias("item_id"))
-             .join(F.broadcast(index), "item_id").select("user_key", "pos"))
-    n = pairs.groupBy("pos").agg(F.count(F.lit(1)).alias("n"))
-    counts = (pairs.alias("a").join(pairs.alias("b"), "user_key")
-              .where(F.col("a.pos") != F.col("b.pos"))
-              .groupBy(F.col("a.pos").alias("i"), F.col("b.pos").alias("j")).agg(F.count(F.lit(1)).alias("c")))
-    similarity = (counts.join(n.select(F.col("pos").alias("i"), F.col("n").alias("n_i")), "i")
-                  .join(n.select(F.col("pos").alias("j"), F.col("n").alias("n_j")), "j")
-                  .select("i", "j", (F.col("c") / F.sqrt(F.col("n_i").cast("double") * F.col("n_j"))).alias("s")))
-    from pyspark.sql import Window
-
-    rank = F.row_number().over(Window.partitionBy("i").orderBy(F.desc("s"), F.asc("j")))
-    kept = similarity.withColumn("r", rank).where(F.col("r") <= top_n).select("i", "j", "s").toArrow()
-    return _top_n(kept.column("i").to_numpy().astype(np.int64), kept.column("j").to_numpy().astype(np.int64),
-                  kept.column("s").to_numpy().astype(np.float64), len(item_ids), top_n)
+             .join(F.broadcast(index), "item_id").select("user_key", F.col("pos").alias("item_id")))
+    similarity = pair_similarity(pairs, "cosine").where(F.col("item_i") != F.col("item_j"))
+    rank = F.row_number().over(Window.partitionBy("item_i").orderBy(F.desc("similarity"), F.asc("item_j")))
+    kept = similarity.withColumn("r", rank).where(F.col("r") <= top_n).toArrow()
+    i, j, values = (kept.column(name).to_numpy() for name in ("item_i", "item_j", "similarity"))
+    return _top_n(i.astype(np.int64), j.astype(np.int64), values.astype(np.float64), len(item_ids), top_n)
 
 
 def neighbour_evidence(positions: np.ndarray, weights: np.ndarray, neighbours: "sp.csr_matrix",
@@ -138,10 +133,10 @@ def neighbour_evidence(positions: np.ndarray, weights: np.ndarray, neighbours: "
         pair = user[which] * items + indices[entry]
         contribution = item_weight[which] * data[entry]
         keep = contribution > 0                  # a step of weight 0 (padding) explains nothing
-        which, pair, contribution = which[keep], pair[keep], contribution[keep]
+        pair, contribution, source = pair[keep], contribution[keep], item[which][keep]
         # the best sequence item per (user, neighbour): sort by pair, contribution desc, item asc
-        order = np.lexsort((item[which], -contribution, pair))
-        pair, best_item = pair[order], item[which][order]
+        order = np.lexsort((source, -contribution, pair))
+        pair, best_item = pair[order], source[order]
         first = np.ones(len(pair), dtype=bool)
         first[1:] = pair[1:] != pair[:-1]
         pair, best_item = pair[first], best_item[first]

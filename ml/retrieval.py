@@ -37,11 +37,15 @@ class History:
     neighbours: "sp.csr_matrix | None" = None
     neighbour_scale: float = 0.0
 
+    @property
+    def uses_neighbours(self) -> bool:
+        return self.neighbours is not None and bool(self.neighbour_scale)
+
     def logits(self, start: int, stop: int, items: int) -> np.ndarray:
         """(stop - start, items): the terms of users start..stop-1."""
         positions, weights = self.positions[start:stop], self.weights[start:stop]
         out = repeat_term(positions, weights, items, self.repeat_scale)
-        if self.neighbours is not None and self.neighbour_scale:
+        if self.uses_neighbours:
             from ml.neighbours import neighbour_term
 
             out += neighbour_term(positions, weights, self.neighbours, self.neighbour_scale)

@@ -20,6 +20,7 @@ from ml.model import CHURN_OUTPUT, REPEAT_WEIGHTS, SEGMENT_OUTPUT, TAGS_OUTPUT, 
 if TYPE_CHECKING:
     import pyarrow as pa
     import scipy.sparse as sp
+    from pyspark.sql import DataFrame
 
     from ml.retrieval import History
 
@@ -98,6 +99,17 @@ class Scorer:
         day's users), positions as in `items`; None for a model without the term."""
         return sequence_neighbours(table, items, self.spec) if self.uses_neighbours else None
 
+    def spark_neighbours(self, users: "DataFrame", items: ItemTable) -> "sp.csr_matrix | None":
+        """`neighbours` computed by Spark from a DataFrame of the day's rows, for days too large for the
+        driver (ml.neighbours.spark_item_neighbours); None for a model without the term."""
+        if not self.uses_neighbours:
+            return None
+        from ml.neighbours import spark_item_neighbours
+
+        spec = self.spec
+        return spark_item_neighbours(users, items.item_ids, spec.item_vocab, spec.sequence_length,
+                                     spec.neighbour_top_n)
+
     def items(self, table: "pa.Table") -> tuple[ItemTable, np.ndarray]:
         """The item table of one date under this model's spec and its item embeddings (one per item row)."""
         items = encode_items(table, self.spec)
@@ -110,15 +122,12 @@ class Scorer:
 
 def sequence_neighbours(table: "pa.Table", items: ItemTable, spec: ModelSpec) -> "sp.csr_matrix":
     """ml.neighbours.item_neighbours of the sequences in `table`, encoded as the model encodes them."""
-    from ml.dataset import pad_lists, vocab_index
+    from ml.dataset import sequence_items
     from ml.neighbours import item_neighbours
     from ml.retrieval import step_positions
 
-    if "seq_item_ids" in table.column_names:
-        seq = pad_lists(table.column("seq_item_ids"), spec.sequence_length, lambda v: vocab_index(v, spec.item_vocab))
-    else:
-        seq = np.zeros((table.num_rows, 0), dtype=np.int64)
-    return item_neighbours(step_positions(seq, items.rows), len(items.rows), spec.neighbour_top_n)
+    return item_neighbours(step_positions(sequence_items(table, spec), items.rows), len(items.rows),
+                           spec.neighbour_top_n)
 
 
 def load_champion(cfg: Config) -> Scorer:
