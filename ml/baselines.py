@@ -1,4 +1,4 @@
-"""Baseline recommenders (popularity, item co-occurrence, ALS) and the temporal split that evaluates them alike.
+"""Baseline recommenders (popularity, item co-occurrence, ALS, EASE) and the temporal split that evaluates them alike.
 
 Every recommender takes silver.events-shaped training rows (user_key, item_id, event_type,
 event_date), returns top-k rows (user_key, item_id, rank, score) with ranks 1..n per user without
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from jobs.features import EVENT_WEIGHTS
 from ml.evaluate import ranking_metrics_spark
@@ -255,3 +257,67 @@ def als(
     items = indexed.select("item_id", "item_idx").distinct()
     candidates = raw.join(users, "user_idx").join(items, "item_idx").select("user_key", "item_id", "score")
     return _top_k(candidates, k, excluded)
+
+
+def ease_weights(interactions: np.ndarray, l2: float) -> np.ndarray:
+    """EASE's item-item matrix (Steck 2019) from a 0/1 users x items matrix, closed form:
+    P = (XᵀX + λI)⁻¹, B = I - P·diag(1/diag(P)), so B_ij = -P_ij / P_jj off the diagonal and B_jj = 0."""
+    if not l2 > 0:
+        raise ValueError(f"the EASE L2 weight (lambda) must be positive, got {l2}")
+    x = np.asarray(interactions, dtype=np.float64)
+    gram = x.T @ x
+    gram[np.diag_indices_from(gram)] += l2
+    inverse = np.linalg.inv(gram)
+    weights = -inverse / np.diag(inverse)[None, :]
+    np.fill_diagonal(weights, 0.0)
+    return weights
+
+
+def ease(
+    train: "DataFrame", k: int, l2: float = 500.0, max_items: int | None = 10_000, remove_seen: bool = False,
+    exclude_purchased: bool = True, batch_users: int = 1024,
+) -> "DataFrame":
+    """EASE (embarrassingly shallow autoencoder): score(u, j) = sum_i x_ui * B_ij, x the user's 0/1
+    interactions (any positively weighted event), B from `ease_weights`. Fitted on the driver with
+    numpy: a dense items x items inverse, so only the `max_items` items most users touched are
+    modelled (None: all); the rest are never recommended. Only users with training events get rows.
+    """
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    _check_k(k)
+    pairs = _weighted(train).select("user_key", "item_id").distinct().toPandas()
+    excluded = _excluded(train, exclude_purchased, remove_seen)
+    spark = train.sparkSession
+    schema = "user_key string, item_id string, rank int, score double"
+    if pairs.empty:
+        return spark.createDataFrame([], schema)
+    users_per_item = pairs.groupby("item_id").size().reset_index(name="n")
+    kept = users_per_item.sort_values(["n", "item_id"], ascending=[False, True], kind="mergesort")["item_id"]
+    kept = kept.to_numpy()[:max_items] if max_items else kept.to_numpy()
+    items = np.sort(kept)
+    item_index = pd.Series(np.arange(len(items)), index=items)
+    users = np.sort(pairs["user_key"].unique())
+    user_index = pd.Series(np.arange(len(users)), index=users)
+    pairs = pairs[pairs["item_id"].isin(item_index.index)]
+    x = np.zeros((len(users), len(items)), dtype=np.float64)
+    x[user_index[pairs["user_key"]].to_numpy(), item_index[pairs["item_id"]].to_numpy()] = 1.0
+    weights = ease_weights(x, l2)
+    blocked = np.zeros_like(x, dtype=bool)
+    if excluded is not None:
+        ex = excluded.toPandas()
+        ex = ex[ex["item_id"].isin(item_index.index) & ex["user_key"].isin(user_index.index)]
+        blocked[user_index[ex["user_key"]].to_numpy(), item_index[ex["item_id"]].to_numpy()] = True
+    n_top = min(k, len(items))
+    rows = []
+    for start in range(0, len(users), batch_users):
+        # Rounded so that float noise of the inverse does not decide ties that item_id should break.
+        scores = np.round(x[start:start + batch_users] @ weights, 9)
+        scores[blocked[start:start + batch_users]] = -np.inf
+        # Best score first, then the smaller item_id (items are sorted: a stable sort keeps column order).
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :n_top]
+        for row, user in enumerate(users[start:start + batch_users]):
+            picked = [(j, scores[row, j]) for j in order[row] if np.isfinite(scores[row, j])]
+            rows += [(user, items[j], rank, float(s)) for rank, (j, s) in enumerate(picked, start=1)]
+    out = pd.DataFrame(rows, columns=["user_key", "item_id", "rank", "score"])
+    return spark.createDataFrame(out, schema).select("user_key", "item_id", F.col("rank").cast("int"), "score")

@@ -2,7 +2,9 @@ import datetime as dt
 
 import pytest
 
-from ml.baselines import als, cooccurrence, evaluate_recommender, item_similarity, popularity, temporal_split
+from ml.baselines import (
+    als, cooccurrence, ease, ease_weights, evaluate_recommender, item_similarity, popularity, temporal_split,
+)
 
 pytestmark = pytest.mark.spark
 D = dt.date(2026, 11, 14)
@@ -146,3 +148,35 @@ def test_evaluate_recommender_by_hand(spark):
         evaluate_recommender(recs, truth, k=2, catalog_size=0)
     with pytest.raises(ValueError, match="k must be"):
         evaluate_recommender(recs, truth, k=0, catalog_size=10)
+
+
+# EASE on X = [[1,1,0],[0,1,1],[1,1,1]], lambda 1: XᵀX + I = [[3,2,1],[2,4,2],[1,2,3]], determinant 16,
+# its inverse by cofactors P = [[8,-4,0],[-4,8,-4],[0,-4,8]] / 16, and B_ij = -P_ij / P_jj:
+EASE_B = [[0.0, 0.5, 0.0], [0.5, 0.0, 0.5], [0.0, 0.5, 0.0]]
+
+
+def test_ease_weights_by_hand():
+    x = [[1, 1, 0], [0, 1, 1], [1, 1, 1]]
+    assert ease_weights(x, 1.0).tolist() == [pytest.approx(row) for row in EASE_B]
+    with pytest.raises(ValueError, match="lambda"):
+        ease_weights(x, 0.0)
+
+
+def test_ease_scores_unseen_items_by_hand(spark):
+    train = events(spark, [
+        ("u0", "a", "view", D), ("u0", "b", "purchase", D),
+        ("u1", "b", "view", D), ("u1", "c", "view", D),
+        ("u2", "a", "view", D), ("u2", "b", "view", D), ("u2", "c", "rating", D),
+        ("u2", None, "search", D),
+    ])
+    # score(u, j) = sum_i x_ui B_ij. u0 (a, b): a 0.5, b 0.5, c 0.5 -> b bought: excluded.
+    # u1 (b, c): a 0.5, b 0.5, c 0.5. u2 (a, b, c): a 0.5, b 1.0, c 0.5. Ties go to the smaller item_id.
+    assert recs_by_user(ease(train, k=2, l2=1.0)) == {
+        "u0": [("a", 0.5), ("c", 0.5)], "u1": [("a", 0.5), ("b", 0.5)], "u2": [("b", 1.0), ("a", 0.5)],
+    }
+    # remove_seen leaves u0 only c, u1 only a, and u2 nothing at all.
+    assert recs_by_user(ease(train, k=2, l2=1.0, remove_seen=True)) == {"u0": [("c", 0.5)], "u1": [("a", 0.5)]}
+    # max_items keeps the items most users touched (b: 3 users, then a and c: 2 each, a by id).
+    assert recs_by_user(ease(train, k=2, l2=1.0, max_items=2, remove_seen=True)) == {"u1": [("a", 0.5)]}
+    with pytest.raises(ValueError, match="k must be"):
+        ease(train, k=0)
