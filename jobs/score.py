@@ -3,8 +3,8 @@
 Users are scored in batches with `models:/portrait-profile@champion`: on the driver when the day is
 small, with Spark `mapInArrow` (the model loaded once per partition) when it has more than
 `score.distributed_above_users` users. Each user's embedding is matched against the item tower's
-embeddings of the day's items (top `recommend.candidates`), then jobs/rerank.py drops bought and
-unavailable items, applies the business rules and diversifies. Nothing here is visible to analysts:
+embeddings of the day's items (top `recommend.candidates`), then jobs/rerank.py drops consumed
+(bought, rated, reviewed: `recommend.consumed_event_types`) and unavailable items, applies the business rules and diversifies. Nothing here is visible to analysts:
 jobs/publish.py promotes a staged day only after it passed validation.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 from jobs.common.audit import write_audit
 from jobs.common.config import Config
 from jobs.common.delta import read_table, replace_dates
-from jobs.common.errors import InputDataError
+from jobs.common.errors import ConfigError, InputDataError
 from jobs.common.step import StepResult, TableCount
 from ml.segments import SEGMENT_NAMES, segment_rule
 
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
     from ml.score import Scorer
 
-__all__ = ["SEGMENT_NAMES", "candidate_sources", "run", "score_batch", "transform_profile"]
+__all__ = ["SEGMENT_NAMES", "candidate_sources", "consumed_event_types", "run", "score_batch", "transform_consumed",
+           "transform_profile"]
 
 TAG_THRESHOLD = 0.5
 TAGS_PER_USER = 5
@@ -276,6 +277,34 @@ def user_rows(spark: "SparkSession", cfg: Config, run_date: dt.date) -> "DataFra
     return with_affinity_columns(features).join(sequences, "user_key", "left")
 
 
+def consumed_event_types(cfg: Config) -> tuple[str, ...]:
+    """recommend.consumed_event_types: the event types after which an item counts as had (bought,
+    rated, reviewed) and is never recommended to that user again; a clear error for a typo."""
+    from jobs.feature_state import EVENT_TYPES
+
+    types = cfg.get("recommend.consumed_event_types")
+    if isinstance(types, str) or not isinstance(types, (list, tuple)):
+        raise ConfigError(f"recommend.consumed_event_types must be a list of event types, got {types!r}")
+    unknown = sorted(set(map(str, types)) - set(EVENT_TYPES))
+    if unknown:
+        raise ConfigError(f"recommend.consumed_event_types has unknown event type(s) {', '.join(unknown)}; "
+                          f"event types are: {', '.join(EVENT_TYPES)}")
+    return tuple(sorted(set(map(str, types))))
+
+
+def transform_consumed(events: "DataFrame", event_types: tuple[str, ...], after: dt.date,
+                       through: dt.date) -> "DataFrame":
+    """Distinct (user_key, item_id) pairs with an event of `event_types` dated in (after, through]."""
+    from pyspark.sql import functions as F
+
+    if not event_types:
+        return events.sparkSession.createDataFrame([], "user_key string, item_id string")
+    return events.where(
+        F.col("event_type").isin(*event_types) & F.col("item_id").isNotNull()
+        & (F.col("event_date") > F.lit(after)) & (F.col("event_date") <= F.lit(through))
+    ).select("user_key", "item_id").distinct()
+
+
 def run(spark: "SparkSession", cfg: Config, run_date: dt.date) -> StepResult:
     from pyspark.sql import functions as F
 
@@ -302,14 +331,12 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date) -> StepResult:
 
     candidates = scored.select("user_key", F.explode("candidates").alias("c")).select(
         "user_key", "c.item_id", "c.score", "c.source", "c.evidence")
-    look_back = run_date - dt.timedelta(days=int(cfg.get("recommend.exclude_bought_days", 90)))
-    bought = read_table(spark, cfg, "silver.events").where(
-        (F.col("event_type") == "purchase") & (F.col("event_date") > F.lit(look_back))
-        & (F.col("event_date") <= F.lit(run_date))
-    ).select("user_key", "item_id").distinct()
+    look_back = run_date - dt.timedelta(days=int(cfg.get("recommend.exclude_bought_days")))
+    consumed = transform_consumed(read_table(spark, cfg, "silver.events"), consumed_event_types(cfg),
+                                  look_back, run_date)
     available = F.col("available") if "available" in item_features.columns else F.lit(True)
     catalogue = item_features.select("item_id", "category", "brand", "price", available.alias("available"))
-    recs = rerank(candidates, bought, catalogue, **settings(cfg))
+    recs = rerank(candidates, consumed, catalogue, **settings(cfg))
     recs = recs.select("user_key", F.lit(run_date).alias("as_of_date"), "rank", "item_id", "score", "reason",
                        F.lit(version).alias("model_version"))
     written = replace_dates(recs, cfg, "staging.recommendations", [run_date])

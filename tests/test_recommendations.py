@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from jobs.common.errors import ConfigError
 from jobs.score import candidate_sources
 
 D = dt.date(2026, 11, 14)
@@ -177,3 +178,44 @@ def test_the_distributed_path_scores_with_the_same_neighbour_term_as_the_driver(
     # neighbour term explains it.
     item, _, source, evidence = got["100"]["a"][0]
     assert (item, source, evidence) == ("i2", "neighbour", "i1")
+
+
+@pytest.mark.spark
+def test_consumed_items_of_every_configured_type_never_come_back(spark, tmp_path):
+    """Rated and reviewed items are consumed like bought ones (recommend.consumed_event_types): the
+    re-ranked lists never repeat them; views, other users' ratings and events outside the window do not count."""
+    from jobs.rerank import rerank
+    from jobs.score import consumed_event_types, transform_consumed
+    from tests.conftest import make_config
+
+    day = lambda n: D + dt.timedelta(days=n)  # noqa: E731
+    events = spark.createDataFrame([
+        ("u1", "i1", "rating", day(0)), ("u1", "i2", "review", day(-3)), ("u1", "i3", "purchase", day(-89)),
+        ("u1", "i4", "view", day(0)),          # a view is not consumption
+        ("u1", "i5", "rating", day(-90)),      # on the look-back's edge: outside (after, through]
+        ("u1", "i6", "rating", day(1)),        # after the run date
+        ("u2", "i4", "rating", day(0)),        # someone else's rating
+        ("u2", None, "rating", day(0)),
+    ], "user_key string, item_id string, event_type string, event_date date")
+    cfg = make_config(tmp_path)
+    assert consumed_event_types(cfg) == ("purchase", "rating", "review")
+    consumed = transform_consumed(events, consumed_event_types(cfg), day(-90), D)
+    assert sorted(consumed.collect()) == [("u1", "i1"), ("u1", "i2"), ("u1", "i3"), ("u2", "i4")]
+    assert sorted(transform_consumed(events, ("purchase",), day(-90), D).collect()) == [("u1", "i3")]
+    assert transform_consumed(events, (), day(-90), D).count() == 0
+
+    candidates = spark.createDataFrame(
+        [(u, f"i{n}", 1.0 - n / 10, "embedding", "") for u in ("u1", "u2") for n in range(1, 7)],
+        "user_key string, item_id string, score double, source string, evidence string")
+    catalogue = spark.createDataFrame([(f"i{n}", f"c{n}", "", 1.0, True) for n in range(1, 7)],
+                                      "item_id string, category string, brand string, price double, available boolean")
+    lists: dict[str, list[str]] = {}
+    for r in rerank(candidates, consumed, catalogue, k=6, mmr_lambda=1.0).orderBy("user_key", "rank").collect():
+        lists.setdefault(r["user_key"], []).append(r["item_id"])
+    assert lists == {"u1": ["i4", "i5", "i6"], "u2": ["i1", "i2", "i3", "i5", "i6"]}
+
+    typo = make_config(tmp_path, PORTRAIT__RECOMMEND__CONSUMED_EVENT_TYPES="[purchase, ratings]")
+    with pytest.raises(ConfigError, match="consumed_event_types has unknown event type.*ratings"):
+        consumed_event_types(typo)
+    with pytest.raises(ConfigError, match="must be a list"):
+        consumed_event_types(make_config(tmp_path, PORTRAIT__RECOMMEND__CONSUMED_EVENT_TYPES="purchase"))
