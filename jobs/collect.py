@@ -11,7 +11,6 @@ with `sed -n Np FILE`. Nothing is collected to the driver but file names and per
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import json
 from collections.abc import Iterator, Mapping
@@ -22,23 +21,30 @@ from jobs.common.audit import write_audit
 from jobs.common.config import Config
 from jobs.common.delta import replace_dates
 from jobs.common.errors import ConfigError, InputDataError
+from jobs.common.landing import (
+    EVENT_ID_FROM_COLUMN,
+    EVENT_ID_HASH,
+    EVENT_SCHEMA,
+    ITEM_SCHEMA,
+    KIND_SCHEMA,
+    KINDS,
+    SOCIAL_EDGE_SCHEMA,
+    USER_SCHEMA,
+    FileLayout,
+    Source,
+    calendar_instants,
+    iso_utc,
+    parse_instants,
+    parse_sources,
+    schema_fields,
+)
 from jobs.common.step import StepResult, TableCount
 
 if TYPE_CHECKING:
+    import pandas as pd
     import pyarrow as pa
     from pyspark.sql import Column, DataFrame, SparkSession
 
-EVENT_SCHEMA = (
-    "event_id string, user_id string, session_id string, event_type string, item_id string, ts string, "
-    "price double, quantity long, query string, review_text string, rating long, device string, "
-    "channel string, geo string"
-)
-USER_SCHEMA = (
-    "user_id string, name string, email string, phone string, age long, gender string, "
-    "occupation string, city string, signup_date string"
-)
-ITEM_SCHEMA = "item_id string, title string, category_path string, brand string, price double"
-SOCIAL_EDGE_SCHEMA = "src_user_id string, dst_user_id string, edge_type string, ts string"
 EDGE_TYPES = ("follow", "share_to")
 
 # Collect-side quarantine reasons; the clean step adds its own (docs/data-contract.md lists both).
@@ -56,13 +62,9 @@ _UNREADABLE = "unreadable_file"
 QUARANTINE_COLUMNS = ("step", "reason", "_source_file", "_line", "_raw", "event_date", "_ingested_at")
 DEFAULT_MAX_QUARANTINE_SHARE = 0.05
 
-KINDS = ("events", "users", "items", "social_edges")
-_KIND_SCHEMA = {"events": EVENT_SCHEMA, "users": USER_SCHEMA, "items": ITEM_SCHEMA,
-                "social_edges": SOCIAL_EDGE_SCHEMA}
+_KIND_SCHEMA = KIND_SCHEMA
 _KIND_TABLE = {"events": "bronze.events", "users": "bronze.users", "items": "bronze.items",
                "social_edges": "bronze.social_edges"}
-# Kinds that land one folder per day (`<folder>/event_date=YYYY-MM-DD/`); the others are full snapshots.
-_DATED_KINDS = frozenset({"events", "social_edges"})
 
 # File formats by extension; `.gz` may follow the text formats.
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
@@ -75,7 +77,6 @@ DEFAULT_SOURCES: dict[str, dict[str, Any]] = {
     "items": {"kind": "items", "folder": "items"},
     "social_edges": {"kind": "social_edges", "folder": "social_edges", "optional": True},
 }
-EVENT_ID_FROM_COLUMN, EVENT_ID_HASH = "column", "hash_of_line"
 _HASH_ID_PREFIX, _HASH_ID_HEX = "h", 20  # 80 bits: no collision in any realistic shop's lifetime
 
 _BLOCK_BYTES = 16 << 20  # read text files in 16 MiB blocks, so memory stays flat on any file size
@@ -89,73 +90,12 @@ RECORD_SCHEMA = "_file int, _line long, _raw string, _reason string, _cells arra
 # Sources: which landing folders hold what, and how their columns map onto ours.
 
 
-@dataclass(frozen=True)
-class Source:
-    """One landing folder: what kind of records it holds and how its columns map onto ours."""
-
-    name: str
-    kind: str
-    folder: str
-    optional: bool = False
-    columns: Mapping[str, str] = field(default_factory=dict)  # their column -> our field (or item.<field>)
-    event_types: Mapping[str, str] = field(default_factory=dict)  # their event_type -> ours
-    event_id: str = EVENT_ID_FROM_COLUMN
-    emit_master: bool = False  # also emit item and user rows for ids only these files mention
-
-    @property
-    def dated(self) -> bool:
-        return self.kind in _DATED_KINDS
-
-    def fields(self) -> list[tuple[str, str, str]]:
-        """(their column, our field, Spark type) for every column read from this source's files."""
-        types = dict(_schema_fields(_KIND_SCHEMA[self.kind]))
-        types.update({f"item.{name}": kind for name, kind in _schema_fields(ITEM_SCHEMA)})
-        if not self.columns:
-            return [(name, name, kind) for name, kind in _schema_fields(_KIND_SCHEMA[self.kind])]
-        return [(theirs, ours, types[ours]) for theirs, ours in self.columns.items()]
-
-
-def _schema_fields(ddl: str) -> list[tuple[str, str]]:
-    return [tuple(part.strip().split(" ", 1)) for part in ddl.split(",")]  # type: ignore[misc]
+_schema_fields = schema_fields
 
 
 def configured_sources(cfg: Config) -> list[Source]:
     """The profile's `collect.sources`, checked, so a typo fails before Spark starts."""
-    declared = cfg.get("collect.sources", None) or DEFAULT_SOURCES
-    if not isinstance(declared, Mapping):
-        raise ConfigError("collect.sources must map a source name to its settings (kind, folder, ...)")
-    sources = []
-    for name, settings in declared.items():
-        where = f"collect.sources.{name}"
-        if not isinstance(settings, Mapping):
-            raise ConfigError(f"{where} must be a mapping with at least kind and folder")
-        unknown = set(settings) - {"kind", "folder", "optional", "columns", "event_types", "event_id", "emit_master"}
-        if unknown:
-            raise ConfigError(f"{where} has unknown settings {sorted(unknown)}")
-        kind = settings.get("kind")
-        if kind not in KINDS:
-            raise ConfigError(f"{where}.kind is {kind!r}; use one of {', '.join(KINDS)}")
-        columns = dict(settings.get("columns") or {})
-        ours = {name for name, _ in _schema_fields(_KIND_SCHEMA[kind])}
-        allowed = ours | ({f"item.{n}" for n, _ in _schema_fields(ITEM_SCHEMA)} if kind == "events" else set())
-        for theirs, target in columns.items():
-            if target not in allowed:
-                raise ConfigError(f"{where}.columns maps '{theirs}' to '{target}', which is not a {kind} field; "
-                                  f"fields: {', '.join(sorted(allowed))}")
-        event_id = str(settings.get("event_id", EVENT_ID_FROM_COLUMN))
-        if event_id not in (EVENT_ID_FROM_COLUMN, EVENT_ID_HASH):
-            raise ConfigError(f"{where}.event_id is {event_id!r}; use '{EVENT_ID_FROM_COLUMN}' or '{EVENT_ID_HASH}'")
-        if kind == "events" and event_id == EVENT_ID_FROM_COLUMN and columns and "event_id" not in columns.values():
-            raise ConfigError(f"{where}.columns maps no column to event_id; map one, or set event_id: {EVENT_ID_HASH}")
-        sources.append(Source(
-            name=str(name), kind=kind, folder=str(settings.get("folder", name)),
-            optional=bool(settings.get("optional", False)), columns=columns,
-            event_types={str(k): str(v) for k, v in (settings.get("event_types") or {}).items()},
-            event_id=event_id, emit_master=bool(settings.get("emit_master", False)),
-        ))
-    if not any(s.kind == "events" for s in sources):
-        raise ConfigError("collect.sources declares no source of kind events")
-    return sources
+    return parse_sources(cfg.get("collect.sources", None) or DEFAULT_SOURCES)
 
 
 def max_quarantine_share(cfg: Config) -> float:
@@ -224,8 +164,13 @@ def _display_uri(root_uri: str, path: str) -> str:
     return f"{scheme}://{path}"
 
 
-def list_files(folder_uri: str, spark_conf: Mapping[str, str] | None = None) -> list[tuple[str, str]] | None:
-    """(uri, format) of every data file under a folder, sorted; None when the folder does not exist."""
+def list_files(folder_uri: str, spark_conf: Mapping[str, str] | None = None,
+               fmt: str | None = None) -> list[tuple[str, str]] | None:
+    """(uri, format) of every data file under a folder, sorted; None when the folder does not exist.
+
+    `fmt` (a source's `format` setting) reads every file as that format, whatever its extension
+    (`.txt`, `.dat`, `.tsv`); otherwise the extension decides.
+    """
     from pyarrow import fs as pafs
 
     fs, path = filesystem(folder_uri, spark_conf)
@@ -241,13 +186,14 @@ def list_files(folder_uri: str, spark_conf: Mapping[str, str] | None = None) -> 
         relative = entry.path[len(path):].lstrip("/")
         if any(part.startswith(_SKIPPED_PREFIXES) for part in relative.split("/")):
             continue
-        fmt = file_format(entry.base_name)
-        if fmt is None:
+        file_fmt = fmt or file_format(entry.base_name)
+        if file_fmt is None:
             raise InputDataError(
                 f"{_display_uri(folder_uri, entry.path)}: unknown file type; the landing zone takes "
-                ".jsonl, .csv (either may be .gz) and .parquet files. Move the file elsewhere or rename it"
+                ".jsonl, .csv (either may be .gz) and .parquet files, or any text file where the source "
+                "declares its format (collect.sources.NAME.format). Move the file elsewhere or rename it"
             )
-        found.append((_display_uri(folder_uri, entry.path), fmt))
+        found.append((_display_uri(folder_uri, entry.path), file_fmt))
     return sorted(found)
 
 
@@ -255,37 +201,113 @@ def _spark_conf(cfg: Config) -> dict[str, str]:
     return {str(k): str(v) for k, v in (cfg.get("spark.conf", {}) or {}).items()}
 
 
-def _require_landing(cfg: Config, path: str, what: str) -> None:
-    if list_files(path, _spark_conf(cfg)) is None:
+def _require_landing(cfg: Config, path: str, what: str, fmt: str | None = None) -> list[tuple[str, str]]:
+    found = list_files(path, _spark_conf(cfg), fmt)
+    if found is None:
         raise InputDataError(
             f"no {what} at {path}: the landing zone ({cfg.landing_zone}) has nothing for it; "
-            "run `portrait generate` or point landing_zone in the profile at the shop's files"
+            "run `portrait generate` or `portrait datasets import NAME`, or point landing_zone in the "
+            "profile at the shop's files"
         )
+    return found
 
 
 def preflight(cfg: Config, run_date: dt.date, collect_days: int = 1) -> None:
-    """Fail before Spark starts when the landing zone lacks a folder this run needs."""
+    """Fail before Spark starts when the landing zone lacks a folder this run needs, or a file lacks a
+    column its source's mapping names."""
     from jobs.common.dates import days_ending
 
     max_quarantine_share(cfg)
     sources = configured_sources(cfg)
-    for day in days_ending(run_date, collect_days):
-        for source in sources:
-            if source.dated and not source.optional:
-                _require_landing(cfg, _source_folder(cfg, source, day), f"{source.name} for {day}")
+    conf = _spark_conf(cfg)
     for source in sources:
-        if not source.dated and not source.optional:
-            _require_landing(cfg, _source_folder(cfg, source, None), f"{source.name} master data")
+        if source.daily_folders:
+            folders = [(_source_folder(cfg, source, day), f"{source.name} for {day}")
+                       for day in days_ending(run_date, collect_days)]
+        else:
+            what = f"{source.name} history" if source.history else f"{source.name} master data"
+            folders = [(_source_folder(cfg, source, None), what)]
+        for folder, what in folders:
+            found = (list_files(folder, conf, source.layout.format) if source.optional
+                     else _require_landing(cfg, folder, what, source.layout.format))
+            for uri, fmt in found or []:
+                check_file_columns(source, uri, fmt, conf)
+
+
+def file_columns(uri: str, fmt: str, layout: FileLayout,
+                 spark_conf: Mapping[str, str] | None = None) -> tuple[list[str], int] | None:
+    """(column names, cells in the first record) of a landed file, from its header, its first JSON
+    object or its Parquet schema; None for an empty file or one whose first line cannot be read."""
+    fs, path = filesystem(uri, spark_conf)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            with fs.open_input_file(path) as handle:
+                names = pq.read_schema(handle).names
+        except Exception:  # noqa: BLE001  (a corrupt file is collect's unparseable_parquet, not a mapping error)
+            return None
+        return names, len(names)
+    compression = "gzip" if uri.lower().endswith(".gz") else None
+    with fs.open_input_stream(path, compression=compression) as stream:
+        block = b""
+        for block in _text_blocks(stream, 1 << 16):
+            if any(line.strip() for line in block.split(b"\n")):
+                break
+    first = next((line for line in block.split(b"\n") if line.strip()), None)
+    if first is None:
+        return None
+    text = _decode(first)[0].rstrip("\r").lstrip("\ufeff")
+    if fmt == "jsonl":
+        try:
+            record = json.loads(text)
+        except ValueError:
+            return None
+        return (list(record), len(record)) if isinstance(record, dict) else None
+    cells = layout.split(text)
+    if cells is None:
+        return None
+    if layout.header:
+        return [c.strip() for c in cells], len(cells)
+    return list(layout.column_names), len(cells)
+
+
+def check_file_columns(source: Source, uri: str, fmt: str, spark_conf: Mapping[str, str] | None = None) -> None:
+    """InputDataError when a file lacks a column that the source's mapping (or calendar) reads."""
+    needed = source.required_columns()
+    if not needed:
+        return
+    found = file_columns(uri, fmt, source.layout, spark_conf)
+    if found is None:
+        return
+    names, cells = found
+    where = f"collect.sources.{source.name}"
+    if not source.layout.header and fmt == "csv" and cells != len(names):
+        raise InputDataError(
+            f"{where}.column_names lists {len(names)} columns ({', '.join(names)}), but the first record of "
+            f"{uri} has {cells} cells (delimiter {source.layout.delimiter!r}); fix column_names or the delimiter"
+        )
+    for column in needed:
+        if column not in names:
+            what = "maps" if column in source.columns else "reads"
+            raise InputDataError(
+                f"{source.setting_of(column)} {what} '{column}', but {uri} has columns {', '.join(names)}; "
+                f"fix the mapping in the profile (or the dataset's yaml), or the file"
+                + (f" (is the delimiter {source.layout.delimiter!r} right?)" if fmt == "csv" and len(names) == 1
+                   else "")
+            )
 
 
 def landing_files(cfg: Config, sources: list[Source], dates: list[dt.date], run_date: dt.date) -> list[LandingFile]:
+    """The files of a run. A history source's files are listed once, under the run date; their rows
+    find their own days when they are read (`transform_route_history`)."""
     conf = _spark_conf(cfg)
     files = []
     for source in sources:
-        days = dates if source.dated else [run_date]
+        days = dates if source.daily_folders else [run_date]
         for day in days:
-            folder = _source_folder(cfg, source, day if source.dated else None)
-            for uri, fmt in list_files(folder, conf) or []:
+            folder = _source_folder(cfg, source, day if source.daily_folders else None)
+            for uri, fmt in list_files(folder, conf, source.layout.format) or []:
                 files.append(LandingFile(uri, fmt, source.name, day))
     return files
 
@@ -358,15 +380,24 @@ def _record_batch(file_index: int, lines: list[int], raws: list[str], reasons: l
     )
 
 
-def _read_text(file_index: int, stream, fmt: str, wanted: list[str]) -> Iterator["pa.RecordBatch"]:
-    """Records of a JSON-lines or CSV file: one per non-blank line, numbered as `sed -n Np` counts."""
+def _read_text(file_index: int, stream, fmt: str, wanted: list[str],
+               layout: FileLayout | None = None) -> Iterator["pa.RecordBatch"]:
+    """Records of a JSON-lines or delimited file: one per non-blank line, numbered as `sed -n Np` counts.
+
+    Delimited files are cut by `layout` (delimiter; a header row, or `column_names` for files without one).
+    """
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    layout = layout or FileLayout()
     first_line = 1
     header: list[str] | None = None
     positions: list[int] = []
+    if not layout.header:
+        header = list(layout.column_names)
+        index = {name: i for i, name in enumerate(header)}
+        positions = [index.get(name, -1) for name in wanted]
     for block in _text_blocks(stream):
         text, bad = _split_block(block)
         if first_line == 1 and len(text) and text[0].as_py().startswith("\ufeff"):  # a byte-order mark
@@ -388,10 +419,11 @@ def _read_text(file_index: int, stream, fmt: str, wanted: list[str]) -> Iterator
             if batch.num_rows:
                 yield batch
             continue
-        # CSV: the first non-blank line is the header; cells follow it in the order of `wanted`.
+        # Delimited: the first non-blank line is the header (unless the layout names the columns);
+        # cells follow it in the order of `wanted`.
         kept = np.flatnonzero(np.asarray(keep.to_numpy(zero_copy_only=False), dtype=bool))
         raws = text.take(pa.array(kept)).to_pylist()
-        rows = [_csv_cells(raw) for raw in raws]
+        rows = [layout.split(raw) for raw in raws]
         out_lines, out_raws, out_reasons, out_cells = [], [], [], []
         for position, raw, row in zip(kept.tolist(), raws, rows, strict=True):
             if header is None and not bad_mask[position] and row is not None:
@@ -415,11 +447,8 @@ def _read_text(file_index: int, stream, fmt: str, wanted: list[str]) -> Iterator
 
 
 def _csv_cells(line: str) -> list[str] | None:
-    """The cells of one CSV line; None when its quoting is unbalanced (a record never spans lines)."""
-    try:
-        return next(csv.reader([line], strict=True), [])
-    except csv.Error:
-        return None
+    """The cells of one CSV line (comma, `"` quoting); None when its quoting is unbalanced."""
+    return FileLayout().split(line)
 
 
 def _json_default(value: Any) -> Any:
@@ -449,7 +478,8 @@ def _read_parquet(file_index: int, handle) -> Iterator["pa.RecordBatch"]:
 
 
 def read_file(file_index: int, uri: str, fmt: str, wanted: list[str],
-              spark_conf: Mapping[str, str] | None = None) -> Iterator["pa.RecordBatch"]:
+              spark_conf: Mapping[str, str] | None = None,
+              layout: FileLayout | None = None) -> Iterator["pa.RecordBatch"]:
     """Every record of one landed file as Arrow batches (RECORD_SCHEMA); never raises on bad content."""
     fs, path = filesystem(uri, spark_conf)
     try:
@@ -460,7 +490,7 @@ def read_file(file_index: int, uri: str, fmt: str, wanted: list[str],
         compression = "gzip" if uri.lower().endswith(".gz") else None
         lines_seen = 0
         with fs.open_input_stream(path, compression=compression) as stream:
-            for batch in _read_text(file_index, stream, fmt, wanted):
+            for batch in _read_text(file_index, stream, fmt, wanted, layout):
                 lines_seen = int(batch.column(1)[-1].as_py())
                 yield batch
     except Exception as exc:  # a truncated gzip stream, a file that vanished: stop the run, name it
@@ -469,14 +499,14 @@ def read_file(file_index: int, uri: str, fmt: str, wanted: list[str],
                             [_UNREADABLE])
 
 
-def _reader(files: list[tuple[str, str, list[str]]], spark_conf: Mapping[str, str]):
+def _reader(files: list[tuple[str, str, list[str], FileLayout]], spark_conf: Mapping[str, str]):
     """The function that mapInArrow runs: each input id is an index into `files`."""
 
     def read(batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
         for batch in batches:
             for file_index in batch.column(0).to_pylist():
-                uri, fmt, wanted = files[file_index]
-                yield from read_file(int(file_index), uri, fmt, wanted, spark_conf)
+                uri, fmt, wanted, layout = files[file_index]
+                yield from read_file(int(file_index), uri, fmt, wanted, spark_conf, layout)
 
     return read
 
@@ -490,7 +520,8 @@ def read_landing_files(spark: "SparkSession", files: list[LandingFile], sources:
     """
     from pyspark.sql import functions as F
 
-    plan = [(f.uri, f.fmt, [theirs for theirs, _, _ in sources[f.source].fields()]) for f in files]
+    plan = [(f.uri, f.fmt, [theirs for theirs, _ in sources[f.source].read_columns()], sources[f.source].layout)
+            for f in files]
     catalog = spark.createDataFrame(
         [(i, f.uri, f.fmt, f.source, f.day) for i, f in enumerate(files)],
         "_file int, _source_file string, _format string, _source string, event_date date",
@@ -526,17 +557,18 @@ def _with_defaults(records: "DataFrame", event_date: dt.date | None) -> "DataFra
 def transform_parse_records(records: "DataFrame", source: Source) -> "DataFrame":
     """Typed columns (our field names; `item.*` fields under `_item`) plus `_parse_error`, per record.
 
-    JSON lines and Parquet renderings go through from_json; CSV cells (already in `source.fields()`
+    JSON lines and Parquet renderings go through from_json; CSV cells (already in `source.read_columns()`
     order) are cast with try_cast, so a cell that is not a number becomes NULL and `_raw` keeps it.
     A value of the wrong JSON type is NULL too; only a line that is not a JSON object is unparseable.
     """
     from pyspark.sql import functions as F
 
     wanted = source.fields()
-    json_schema = ", ".join(f"`{theirs}` {kind}" for theirs, _, kind in wanted) + ", `_corrupt_record` string"
+    columns = source.read_columns()
+    json_schema = ", ".join(f"`{theirs}` {kind}" for theirs, kind in columns) + ", `_corrupt_record` string"
     as_json = F.from_json("_raw", json_schema, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt_record"})
     as_csv = F.struct(*[F.try_element_at("_cells", F.lit(i + 1)).try_cast(kind).alias(theirs)
-                        for i, (theirs, _, kind) in enumerate(wanted)],
+                        for i, (theirs, kind) in enumerate(columns)],
                       F.lit(None).cast("string").alias("_corrupt_record"))
     # Records the reader already refused (bad encoding, wrong column count, corrupt Parquet) stay untyped.
     parsed = records.withColumn("_parsed", F.when(F.col("_reason").isNull(), F.when(
@@ -547,9 +579,15 @@ def transform_parse_records(records: "DataFrame", source: Source) -> "DataFrame"
         F.col("_parsed").isNull()
         | (F.col("_parsed._corrupt_record").isNotNull() & F.json_object_keys("_raw").isNull())
     )
-    typed = [F.col(f"_parsed.`{theirs}`").alias(ours) for theirs, ours, _ in wanted if not ours.startswith("item.")]
+    typed = [F.col(f"_parsed.`{theirs}`").alias(ours) for theirs, ours, _ in wanted
+             if not ours.startswith(("item.", "_calendar."))]
     missing = [name for name, _ in _schema_fields(_KIND_SCHEMA[source.kind])
-               if name not in {ours for _, ours, _ in wanted}]
+               if name not in {ours for _, ours, _ in wanted} and name not in source.constants]
+    kinds = dict(_schema_fields(_KIND_SCHEMA[source.kind]))
+    constants = [F.lit(value).cast(kinds[name]).alias(name) for name, value in source.constants.items()]
+    calendar = [F.struct(*[F.col(f"_parsed.`{theirs}`").alias(ours.split(".", 1)[1])
+                           for theirs, ours, _ in wanted if ours.startswith("_calendar.")]).alias("_calendar")
+                ] if source.calendar is not None else []
     item_fields = [(theirs, ours.split(".", 1)[1]) for theirs, ours, _ in wanted if ours.startswith("item.")]
     item_struct = []
     if source.kind == "events":  # item.* fields, all of them, NULL where the source maps none
@@ -558,8 +596,10 @@ def transform_parse_records(records: "DataFrame", source: Source) -> "DataFrame"
                                   .alias(name) for name, kind in _schema_fields(ITEM_SCHEMA)]).alias("_item")]
     out = parsed.select(
         *typed,
-        *[F.lit(None).cast(dict(_schema_fields(_KIND_SCHEMA[source.kind]))[name]).alias(name) for name in missing],
+        *[F.lit(None).cast(kinds[name]).alias(name) for name in missing],
+        *constants,
         *item_struct,
+        *calendar,
         "_raw", "_source_file", "_line", "event_date", "_reason",
         F.when(F.col("_reason").isNull() & broken, F.lit(REASON_UNPARSEABLE)).alias("_broken"),
     )
@@ -577,6 +617,60 @@ def transform_parse_records(records: "DataFrame", source: Source) -> "DataFrame"
         no_id = F.col("event_id").isNull() | (F.trim(F.col("event_id")) == F.lit(""))
         reason = F.coalesce(reason, F.when(no_id, F.lit(REASON_NO_EVENT_ID)))
     return out.withColumn("_parse_error", reason).drop("_reason", "_broken")
+
+
+def transform_source_times(parsed: "DataFrame", source: Source, dates: list[dt.date],
+                           run_date: dt.date) -> "DataFrame":
+    """Times collect derives itself: for a source that declares its timestamp format (or a relative
+    calendar), `ts` becomes ISO-8601 UTC text; for a history source each row also gets the UTC day
+    of its time as event_date, and only the rows of the run's days are kept.
+
+    A value that does not fit the declared format becomes NULL (clean quarantines it as bad_timestamp;
+    `_raw` keeps what came). History rows without a usable time cannot find their day: they stay
+    under the run date, where clean quarantines them. Sources that declare nothing pass unchanged.
+    """
+    from pyspark.sql import functions as F
+
+    if not source.derives_ts:
+        return parsed.drop("_calendar") if "_calendar" in parsed.columns else parsed
+    if source.calendar is not None:
+        parsed = parsed.join(_calendar_times(parsed, source), ["_source_file", "_line"], "left")
+        parsed = parsed.withColumn("ts", F.col("_derived_ts")).drop("_derived_ts", "_calendar")
+    else:
+        spec = source.timestamp
+
+        import pandas as pd
+
+        def to_iso(values):
+            return iso_utc(parse_instants(values, spec))
+
+        to_iso.__annotations__ = {"values": pd.Series, "return": pd.Series}  # the pandas UDF reads these
+        parsed = parsed.withColumn("ts", F.pandas_udf(to_iso, "string")(F.col("ts")))
+    if not source.history:
+        return parsed
+    day = F.to_date(F.substring("ts", 1, 10))
+    routed = parsed.withColumn("event_date", F.coalesce(day, F.lit(run_date)))
+    return routed.where(F.col("event_date").between(F.lit(min(dates)), F.lit(max(dates))))
+
+
+def _calendar_times(parsed: "DataFrame", source: Source) -> "DataFrame":
+    """(_source_file, _line, _derived_ts) of a calendar source's usable records, one user per group."""
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    calendar = source.calendar
+    assert calendar is not None
+    roles = list(calendar.columns())
+
+    def derive(frame: "pd.DataFrame") -> "pd.DataFrame":
+        instants = calendar_instants(frame["user"], frame["sequence"], frame["days_since_previous"],
+                                     frame["hour"] if "hour" in roles else None, calendar)
+        return pd.DataFrame({"_source_file": frame["_source_file"], "_line": frame["_line"],
+                             "_derived_ts": iso_utc(instants)})
+
+    narrow = parsed.where(F.col("_parse_error").isNull()).select(
+        "_source_file", "_line", *[F.col(f"_calendar.{role}").alias(role) for role in roles])
+    return narrow.groupBy("user").applyInPandas(derive, "_source_file string, _line long, _derived_ts string")
 
 
 def transform_parse_events(lines: "DataFrame", event_date: dt.date | None = None,
@@ -614,10 +708,12 @@ def transform_derived_master(events: "DataFrame", items: "DataFrame", users: "Da
                                                F.col("_line").desc())
 
     def item_value(name: str) -> "Column":
-        if name == "price":  # an export's price column is the event's price
-            return F.coalesce(F.col("_item.price"), F.col("price"))
-        if name == "category_path":  # electronics.smartphone -> electronics>smartphone
-            return F.regexp_replace(F.col("_item.category_path"), r"\.", ">")
+        if name == "price":  # where the source says its event price is the item's price (an export's is)
+            return F.coalesce(F.col("_item.price"), F.when(F.col("_item_price_from_event"), F.col("price")))
+        if name == "category_path":  # with category_separator ".": electronics.smartphone -> electronics>smartphone
+            path = F.col("_item.category_path")
+            return F.when(F.col("_category_separator").isNull(), path).otherwise(
+                F.replace(path, F.col("_category_separator"), F.lit(">")))
         return F.col(f"_item.{name}")
 
     derived_items = (
@@ -720,8 +816,10 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, collect_days: int
         for source in (s for s in sources if s.kind == kind):
             records = read_landing_files(spark, [f for f in files if f.source == source.name], by_name,
                                          _spark_conf(cfg))
-            typed = transform_parse_records(records, source)
-            frames.append(typed.withColumn("_emit_master", F.lit(source.emit_master)))
+            typed = transform_source_times(transform_parse_records(records, source), source, dates, run_date)
+            frames.append(typed.withColumn("_emit_master", F.lit(source.emit_master))
+                          .withColumn("_item_price_from_event", F.lit(source.item_price_from_event))
+                          .withColumn("_category_separator", F.lit(source.category_separator).cast("string")))
         if frames:
             frame = frames[0]
             for other in frames[1:]:
