@@ -22,8 +22,8 @@ uv: ## install uv when it is missing
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || { \
 	  echo "installing uv with pip"; $(PYTHON) -m pip install --quiet --disable-pip-version-check uv; }
 
-venv: uv ## create .venv from the committed uv.lock
-	@$(UV) sync --frozen --quiet
+venv: uv ## create .venv from the committed uv.lock (with the datasets extra: the public example data)
+	@$(UV) sync --frozen --quiet --extra datasets
 
 java: ## check that Java 17+ is present (Spark 4.2 needs it)
 	@command -v java >/dev/null 2>&1 || [ -n "$$JAVA_HOME" ] || { \

@@ -24,6 +24,7 @@ from jobs.common.errors import ConfigError, InputDataError
 from jobs.common.landing import (
     EVENT_ID_FROM_COLUMN,
     EVENT_ID_HASH,
+    EVENT_ID_HASH_OCCURRENCE,
     EVENT_SCHEMA,
     ITEM_SCHEMA,
     KIND_SCHEMA,
@@ -604,10 +605,17 @@ def transform_parse_records(records: "DataFrame", source: Source) -> "DataFrame"
         F.when(F.col("_reason").isNull() & broken, F.lit(REASON_UNPARSEABLE)).alias("_broken"),
     )
     if source.kind == "events":
-        if source.event_id == EVENT_ID_HASH:
+        if source.event_id in (EVENT_ID_HASH, EVENT_ID_HASH_OCCURRENCE):
+            hashed = F.col("_raw")
+            if source.event_id == EVENT_ID_HASH_OCCURRENCE:
+                from pyspark.sql import Window
+
+                repeat = F.row_number().over(Window.partitionBy("_source_file", "_raw").orderBy("_line"))
+                hashed = F.when(repeat == 1, F.col("_raw")).otherwise(
+                    F.concat(F.col("_raw"), F.lit("\u0000#"), repeat.cast("string")))
             out = out.withColumn("event_id", F.when(F.col("_reason").isNull() & F.col("_broken").isNull(),
                                                     F.concat(F.lit(_HASH_ID_PREFIX),
-                                                             F.substring(F.sha2("_raw", 256), 1, _HASH_ID_HEX))))
+                                                             F.substring(F.sha2(hashed, 256), 1, _HASH_ID_HEX))))
         if source.event_types:
             mapping = F.create_map(*[F.lit(x) for pair in source.event_types.items() for x in pair])
             out = out.withColumn("event_type", F.coalesce(F.try_element_at(mapping, F.col("event_type")),

@@ -28,6 +28,23 @@ from portrait.quality_cli import quality_app  # noqa: E402  (light: imports jobs
 
 app.add_typer(quality_app, name="quality", help="Validate tables with the GX suites; build the quality report.")
 
+from portrait.datasets_cli import datasets_app  # noqa: E402  (light: imports portrait.datasets lazily)
+
+app.add_typer(datasets_app, name="datasets", help="Public real datasets: list them, land one (docs/datasets.md).")
+
+
+@app.callback()
+def _options(
+    dataset: Optional[str] = typer.Option(
+        None, "--dataset", help="lay conf/datasets/NAME.yaml over the profile (as PORTRAIT_DATASET=NAME does): "
+                                "its landing zone, lakehouse, MLflow store, dates and sources"),
+) -> None:
+    if dataset:
+        from jobs.common.config import ENV_DATASET, read_dataset, project_root
+
+        read_dataset(project_root(), dataset)  # an unknown name fails here, listing the known ones
+        os.environ[ENV_DATASET] = dataset  # also reaches the Airflow and spark-submit processes started from here
+
 
 def _config():
     from jobs.common.config import load_config

@@ -1,4 +1,5 @@
-"""Configuration: conf/<profile>.yaml chosen by PORTRAIT_ENV, overridden by PORTRAIT__* variables."""
+"""Configuration: conf/<profile>.yaml chosen by PORTRAIT_ENV, a dataset's conf/datasets/<name>.yaml laid
+over it when PORTRAIT_DATASET names one, then PORTRAIT__* variables."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ DEFAULT_PROFILE = "local"
 ENV_PROFILE = "PORTRAIT_ENV"
 ENV_HOME = "PORTRAIT_HOME"
 ENV_OVERRIDE_PREFIX = "PORTRAIT__"
+ENV_DATASET = "PORTRAIT_DATASET"
+DATASETS_DIR = "datasets"  # conf/datasets/<name>.yaml
+# Settings a dataset replaces as a whole instead of merging key by key: its sources are the only ones.
+_DATASET_REPLACES = (("collect", "sources"),)
 
 _MISSING = object()
 
@@ -65,6 +70,41 @@ def _read_profile(root: Path, profile: str, seen: tuple[str, ...] = ()) -> dict:
     return data
 
 
+def available_datasets(root: Path | None = None) -> list[str]:
+    return sorted(p.stem for p in ((root or project_root()) / "conf" / DATASETS_DIR).glob("*.yaml"))
+
+
+def read_dataset(root: Path, name: str) -> dict:
+    """conf/datasets/<name>.yaml as a mapping; a ConfigError naming the known datasets for an unknown name."""
+    path = root / "conf" / DATASETS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(available_datasets(root)) or "none"
+        raise ConfigError(f"unknown dataset '{name}': no {path}; known datasets: {known} "
+                          "(`portrait datasets list` describes them)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    return data
+
+
+def overlay_dataset(profile: dict, dataset: Mapping) -> dict:
+    """The profile with a dataset's settings on top; the dataset's collect.sources replace the profile's."""
+    merged = _deep_merge(profile, dataset)
+    for path in _DATASET_REPLACES:
+        node: Any = dataset
+        for key in path:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        if node is not None:
+            target = merged
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = copy.deepcopy(node)
+    return merged
+
+
 def _env_overrides(environ: Mapping[str, str]) -> dict:
     """PORTRAIT__SPARK__MASTER=x becomes {"spark": {"master": "x"}}; values parse as YAML scalars."""
     overrides: dict = {}
@@ -95,6 +135,7 @@ class Config:
     profile: str
     root: Path
     data: Mapping[str, Any] = field(repr=False)
+    dataset: str | None = None  # the conf/datasets/<name>.yaml laid over the profile, if any
 
     def get(self, dotted: str, default: Any = _MISSING) -> Any:
         node: Any = self.data
@@ -140,5 +181,9 @@ def load_config(profile: str | None = None, environ: Mapping[str, str] | None = 
     environ = os.environ if environ is None else environ
     root = Path(environ[ENV_HOME]).expanduser().resolve() if environ.get(ENV_HOME) else project_root()
     profile = profile or environ.get(ENV_PROFILE) or DEFAULT_PROFILE
-    data = _deep_merge(_read_profile(root, profile), _env_overrides(environ))
-    return Config(profile=profile, root=root, data=data)
+    data = _read_profile(root, profile)
+    dataset = environ.get(ENV_DATASET) or None
+    if dataset:
+        data = overlay_dataset(data, read_dataset(root, dataset))
+    data = _deep_merge(data, _env_overrides(environ))
+    return Config(profile=profile, root=root, data=data, dataset=dataset)

@@ -38,6 +38,10 @@ KIND_SCHEMA = {"events": EVENT_SCHEMA, "users": USER_SCHEMA, "items": ITEM_SCHEM
 DATED_KINDS = frozenset({"events", "social_edges"})
 
 EVENT_ID_FROM_COLUMN, EVENT_ID_HASH = "column", "hash_of_line"
+# Like hash_of_line, but the n-th repeat of a line in its file (n > 1) hashes the line with n: for sources
+# whose identical lines are separate events (two like purchases on one day), not copies.
+EVENT_ID_HASH_OCCURRENCE = "hash_of_line_and_occurrence"
+EVENT_ID_MODES = (EVENT_ID_FROM_COLUMN, EVENT_ID_HASH, EVENT_ID_HASH_OCCURRENCE)
 LAYOUT_DAILY, LAYOUT_HISTORY = "daily", "history"
 FILE_FORMATS = ("jsonl", "csv", "parquet")
 
@@ -273,10 +277,11 @@ def parse_source(name: str, settings: Any, where: str) -> Source:
         if value is None or isinstance(value, (Mapping, list)):
             raise ConfigError(f"{where}.constants.{target} must be one plain value, got {value!r}")
     event_id = str(settings.get("event_id", EVENT_ID_FROM_COLUMN))
-    if event_id not in (EVENT_ID_FROM_COLUMN, EVENT_ID_HASH):
-        raise ConfigError(f"{where}.event_id is {event_id!r}; use '{EVENT_ID_FROM_COLUMN}' or '{EVENT_ID_HASH}'")
+    if event_id not in EVENT_ID_MODES:
+        raise ConfigError(f"{where}.event_id is {event_id!r}; use one of {', '.join(EVENT_ID_MODES)}")
     if kind == "events" and event_id == EVENT_ID_FROM_COLUMN and columns and "event_id" not in columns.values():
-        raise ConfigError(f"{where}.columns maps no column to event_id; map one, or set event_id: {EVENT_ID_HASH}")
+        raise ConfigError(f"{where}.columns maps no column to event_id; map one, or set event_id: {EVENT_ID_HASH} "
+                          f"(or {EVENT_ID_HASH_OCCURRENCE})")
 
     fmt = settings.get("format")
     if fmt is not None and fmt not in FILE_FORMATS:
