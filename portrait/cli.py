@@ -124,6 +124,31 @@ def run(
 
 
 @app.command()
+def evaluate(
+    dataset: str = typer.Option(..., "--dataset", help="a dataset of `portrait datasets list`, e.g. movielens-latest-small"),
+    protocol: str = typer.Option(..., "--protocol", help="random (per-user 75/25, fixed seed) or temporal (last days)"),
+    leave_last_out: bool = typer.Option(False, "--leave-last-out",
+                                        help="temporal: hold out each user's last interaction instead of the last days"),
+    test_days: Optional[int] = typer.Option(None, help="temporal: days held out after the cut-off (evaluate.test_days)"),
+) -> None:
+    """Split a dataset before it lands, run the real pipeline on the training part, and score
+    publish.recommendations and four baselines (popularity, co-occurrence, ALS, EASE) on the held-out part.
+
+    Prints the table (P/R/nDCG/MAP@k, coverage, share of already-seen items) and logs it to an MLflow run
+    of the experiment evaluate.experiment; everything else lands under evaluate.work_dir.
+    """
+    from jobs.common.config import load_config
+    from portrait.evaluate import evaluate as run_evaluation
+
+    extra = {}
+    if leave_last_out:
+        extra["PORTRAIT__EVALUATE__LEAVE_LAST_OUT"] = "true"
+    if test_days is not None:
+        extra["PORTRAIT__EVALUATE__TEST_DAYS"] = str(test_days)
+    run_evaluation(dataset, protocol, load_config(environ={**os.environ, **extra}), echo=typer.echo)
+
+
+@app.command()
 def status(date: Optional[str] = typer.Option(None, "--date", help="also count rows of this date")) -> None:
     """Rows and versions of every lakehouse table, and the champion model."""
     from portrait.status import format_status, lakehouse_status

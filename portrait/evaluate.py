@@ -1,0 +1,410 @@
+"""`portrait evaluate`: score what the pipeline publishes on a public dataset against interactions it never saw.
+
+1. split: the dataset's interactions (portrait.datasets) are split by a protocol of ml/splits.py before
+   anything lands; only the training part is written to the evaluation's own landing zone, and the
+   held-out part goes to heldout.parquet with the user ids already pseudonymised (no raw id leaves the
+   dataset reader, none is ever un-hashed);
+2. pipeline: `portrait run` (every step of the DAG in order, validations included) in a subprocess whose
+   lakehouse, landing zone and MLflow store live under the evaluation's work folder, with the dataset's
+   config on top of the profile (PORTRAIT_DATASET) and the evaluate.pipeline_overrides settings;
+3. score: publish.recommendations of the run date (read as Delta), and the baselines of ml/baselines.py
+   trained on the run's silver.events (the training part as the model saw it), all scored by one scorer
+   (ml.baselines.evaluate_recommender) against the same truth;
+4. report: the table printed, logged to an MLflow run (experiment evaluate.experiment) in the caller's
+   store, and written to the work folder as JSON and Markdown.
+
+Truth is the held-out (user, item) pairs of users the pipeline saw in training, less the pairs the user
+already has in training (those are excluded from every list, so no recommender could score them).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from jobs.common.config import Config, load_config
+from jobs.common.errors import ConfigError, PortraitError
+from ml.splits import PROTOCOLS, SplitParams, keep_masks, split
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark.sql import DataFrame, SparkSession
+
+RECOMMENDERS = ("model", "popularity", "cooccurrence", "als", "ease")
+METRICS = ("precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "coverage")
+ENV_DATASET = "PORTRAIT_DATASET"
+HELDOUT_FILE = "heldout.parquet"
+STEP_LINE = re.compile(r"^(\w+) \(([\d.]+)s\): (.*)$")
+
+
+class EvaluationError(PortraitError):
+    """The evaluation could not finish: names the stage, the dataset and what to do."""
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """evaluate.* of the profile, typed once."""
+
+    split: SplitParams
+    k: int
+    work_dir: str
+    experiment: str
+    ease_l2: float
+    ease_max_items: int | None
+    als_rank: int
+    als_max_iter: int
+    pipeline_timeout_minutes: int
+    pipeline_overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "EvaluateParams":
+        max_items = cfg.get("evaluate.ease.max_items")
+        return cls(split=SplitParams.from_config(cfg), k=int(cfg.get("recommend.k")),
+                   work_dir=cfg.location("evaluate.work_dir"), experiment=str(cfg.get("evaluate.experiment")),
+                   ease_l2=float(cfg.get("evaluate.ease.l2")), ease_max_items=None if max_items is None else int(max_items),
+                   als_rank=int(cfg.get("evaluate.als.rank")), als_max_iter=int(cfg.get("evaluate.als.max_iter")),
+                   pipeline_timeout_minutes=int(cfg.get("evaluate.pipeline_timeout_minutes")),
+                   pipeline_overrides=dict(cfg.get("evaluate.pipeline_overrides") or {}))
+
+
+# --- 1. split --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Prepared:
+    landing: Path
+    heldout: Path
+    description: str
+    interactions: int
+    held_out: int
+    users: int
+
+
+def _override_env(overrides: Mapping[str, Any], prefix: str = "PORTRAIT") -> dict[str, str]:
+    """{"model": {"baselines": []}} -> {"PORTRAIT__MODEL__BASELINES": "[]"} (values as YAML flow)."""
+    import yaml
+
+    env: dict[str, str] = {}
+    for key, value in overrides.items():
+        name = f"{prefix}__{str(key).upper()}"
+        if isinstance(value, Mapping) and value:
+            env.update(_override_env(value, name))
+        else:
+            env[name] = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
+    return env
+
+
+def work_environment(work: Path, dataset: str, overrides: Mapping[str, Any]) -> dict[str, str]:
+    """Settings that put every location of the evaluation's pipeline run under `work`."""
+    env = {
+        "PORTRAIT__LAKEHOUSE_ROOT": str(work / "lakehouse"),
+        "PORTRAIT__LANDING_ZONE": str(work / "landing"),
+        "PORTRAIT__GROUND_TRUTH_DIR": str(work / "ground_truth"),
+        "PORTRAIT__MLFLOW__TRACKING_URI": f"sqlite:///{work / 'mlruns' / 'mlflow.db'}",
+        "PORTRAIT__MLFLOW__ARTIFACT_ROOT": str(work / "mlruns" / "artifacts"),
+        "PORTRAIT__MODEL__SNAPSHOT_DIR": str(work / "training"),
+        "PORTRAIT__QUALITY__DOCS_DIR": str(work / "quality_docs"),
+        ENV_DATASET: dataset,
+    }
+    env.update(_override_env(overrides))
+    return env
+
+
+def heldout_frame(interactions: "pd.DataFrame", held_out: "pd.Series", key: bytes) -> "pd.DataFrame":
+    """The held-out rows with user ids pseudonymised exactly as clean does (HMAC-SHA256 of the id as text)."""
+    import pandas as pd
+
+    from jobs.common.privacy import pseudonymise_py
+
+    rows = interactions[held_out & interactions["item_id"].notna() & interactions["user_id"].notna()]
+    return pd.DataFrame({
+        "user_key": [pseudonymise_py(key, str(u)) for u in rows["user_id"]],
+        "item_id": rows["item_id"].astype(str).to_numpy(),
+        "ts": pd.to_datetime(rows["ts"], utc=True).to_numpy(),
+        "source": rows["source"].astype(str).to_numpy(), "row": rows["row"].astype("int64").to_numpy(),
+    })
+
+
+def prepare(datasets: ModuleType, name: str, protocol: str, params: EvaluateParams, work: Path,
+            key: bytes) -> Prepared:
+    """Split, land the training part under work/landing, write the held-out part to work/heldout.parquet."""
+    interactions = datasets.interactions(name)
+    held_out, description = split(interactions, protocol, params.split)
+    if not held_out.any():
+        raise EvaluationError(f"evaluate {name} --protocol {protocol}: the split holds nothing out ({description}); "
+                              "the dataset has too few interactions per user or days for it")
+    sizes = {source: len(table) for source, table in datasets.raw_tables(name).items()}
+    landing = work / "landing"
+    if landing.exists():
+        shutil.rmtree(landing)
+    datasets.write_landing(name, landing, keep_masks(interactions, held_out, sizes))
+    heldout_path = work / HELDOUT_FILE
+    heldout_frame(interactions, held_out, key).to_parquet(heldout_path, index=False)
+    return Prepared(landing, heldout_path, description, int(len(interactions)), int(held_out.sum()),
+                    int(interactions["user_id"].nunique()))
+
+
+def landed_days(landing: Path) -> tuple[dt.date, dt.date]:
+    """First and last `event_date=YYYY-MM-DD` folder anywhere in the landing zone that holds a non-empty
+    file (a day whose events were all held out may still have its empty folder)."""
+    days = sorted({dt.date.fromisoformat(p.name.split("=", 1)[1]) for p in landing.rglob("event_date=*")
+                   if p.is_dir() and any(f.is_file() and f.stat().st_size > 0 for f in p.iterdir())})
+    if not days:
+        raise EvaluationError(f"the evaluation's landing zone {landing} has no event_date=YYYY-MM-DD folder; "
+                              "the dataset's write_landing wrote no dated events")
+    return days[0], days[-1]
+
+
+# --- 2. pipeline -----------------------------------------------------------------------------------
+
+def run_pipeline(work: Path, env: Mapping[str, str], run_date: dt.date, collect_days: int,
+                 timeout_minutes: int) -> dict[str, float]:
+    """`portrait run --date D --collect-days N` in a subprocess; {step label: seconds} from its output.
+
+    Its whole output goes to work/pipeline.log; a failure raises with the log's last lines.
+    """
+    log_path = work / "pipeline.log"
+    command = [sys.executable, "-m", "portrait.cli", "run", "--date", run_date.isoformat(),
+               "--collect-days", str(collect_days)]
+    seconds: dict[str, float] = {}
+    with log_path.open("w", encoding="utf-8") as log:
+        log.write("$ " + " ".join(command) + "\n")
+        log.flush()
+        try:
+            done = subprocess.run(command, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+                                  timeout=timeout_minutes * 60)
+        except subprocess.TimeoutExpired:
+            raise EvaluationError(f"the pipeline run for {run_date} took more than {timeout_minutes} minutes "
+                                  f"(evaluate.pipeline_timeout_minutes); its log is {log_path}") from None
+    for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        match = STEP_LINE.match(line.strip())
+        if match:
+            label = match.group(1)
+            n = sum(1 for s in seconds if s == label or s.startswith(label + "#"))
+            seconds[label if n == 0 else f"{label}#{n + 1}"] = float(match.group(2))
+    if done.returncode != 0:
+        tail = " | ".join(log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-6:])
+        raise EvaluationError(f"the pipeline run for {run_date} (collect_days {collect_days}) failed with exit "
+                              f"code {done.returncode} after steps {', '.join(seconds) or 'none'}; "
+                              f"log {log_path}; last lines: {tail}")
+    return seconds
+
+
+# --- 3. score --------------------------------------------------------------------------------------
+
+def truth_pairs(heldout: "DataFrame", train: "DataFrame") -> "DataFrame":
+    """Held-out (user_key, item_id) pairs of users with training events, less pairs already in training."""
+    from pyspark.sql import functions as F
+
+    seen = train.where(F.col("item_id").isNotNull()).select("user_key", "item_id").distinct()
+    return (heldout.select("user_key", "item_id").distinct()
+            .join(train.select("user_key").distinct(), "user_key", "left_semi")
+            .join(seen, ["user_key", "item_id"], "left_anti"))
+
+
+def seen_share(recs: "DataFrame", train: "DataFrame", k: int) -> float:
+    """Share of the top-k rows that name an item the user already has in training (should be 0)."""
+    from pyspark.sql import functions as F
+
+    top = recs.where(F.col("rank") <= k).select("user_key", "item_id")
+    total = top.count()
+    if not total:
+        return float("nan")
+    seen = train.where(F.col("item_id").isNotNull()).select("user_key", "item_id").distinct()
+    return top.join(seen, ["user_key", "item_id"], "left_semi").count() / total
+
+
+def recommenders(params: EvaluateParams) -> dict[str, Callable[["DataFrame", "DataFrame"], "DataFrame"]]:
+    """name -> f(train, users) -> top-k rows; every baseline leaves out the user's training items."""
+    from ml import baselines
+
+    k = params.k
+    return {
+        "popularity": lambda train, users: baselines.popularity(train, users, k, remove_seen=True),
+        "cooccurrence": lambda train, users: baselines.cooccurrence(train, k, remove_seen=True),
+        "als": lambda train, users: baselines.als(train, k, rank=params.als_rank, max_iter=params.als_max_iter,
+                                                  remove_seen=True),
+        "ease": lambda train, users: baselines.ease(train, k, l2=params.ease_l2, max_items=params.ease_max_items,
+                                                    remove_seen=True),
+    }
+
+
+def score(spark: "SparkSession", lake: Config, heldout_path: Path, run_date: dt.date,
+          params: EvaluateParams) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """({recommender: metrics}, facts about the truth) for the published lists and every baseline."""
+    from pyspark.sql import functions as F
+
+    from jobs.common.delta import read_table, table_exists
+    from ml.baselines import evaluate_recommender
+
+    for table in ("silver.events", "publish.recommendations"):
+        if not table_exists(spark, lake, table):
+            raise EvaluationError(f"{table} is missing under {lake.lakehouse_root}: the pipeline run did not write it")
+    train = read_table(spark, lake, "silver.events").where(F.col("event_date") <= F.lit(run_date)).select(
+        "user_key", "item_id", "event_type", "event_date").cache()
+    heldout = spark.read.parquet(str(heldout_path))
+    truth = truth_pairs(heldout, train).cache()
+    users = truth.select("user_key").distinct()
+    catalog_size = train.where(F.col("item_id").isNotNull()).select("item_id").distinct().count()
+    published = read_table(spark, lake, "publish.recommendations").where(F.col("as_of_date") == F.lit(run_date))
+    facts = {
+        "run_date": run_date.isoformat(), "train_events": train.count(), "catalog_items": catalog_size,
+        "heldout_rows": heldout.count(), "truth_pairs": truth.count(), "truth_users": users.count(),
+        "published_users": published.select("user_key").distinct().count(),
+        "truth_users_with_a_list": published.join(users, "user_key", "left_semi").select("user_key").distinct().count(),
+        "heldout_users_unknown_to_training": heldout.select("user_key").distinct()
+        .join(train.select("user_key").distinct(), "user_key", "left_anti").count(),
+    }
+    if facts["truth_pairs"] == 0:
+        raise EvaluationError("no held-out pair belongs to a user the pipeline saw in training: check that "
+                              "the dataset's user ids reach silver.events unchanged (pseudonymised with the same key)")
+    results: dict[str, dict[str, float]] = {}
+    lists = {"model": published.select("user_key", "item_id", "rank")}
+    for name, recommend in recommenders(params).items():
+        started = time.monotonic()
+        lists[name] = recommend(train, users).cache()
+        lists[name].count()
+        results[name] = {"seconds": round(time.monotonic() - started, 1)}
+    for name in RECOMMENDERS:
+        metrics = evaluate_recommender(lists[name], truth, params.k, catalog_size)
+        results[name] = {**{m: float(metrics[m]) for m in METRICS}, "users": float(metrics["users"]),
+                         "seen_share": seen_share(lists[name], train, params.k), **results.get(name, {})}
+    return results, facts
+
+
+# --- 4. report -------------------------------------------------------------------------------------
+
+def table_markdown(results: Mapping[str, Mapping[str, float]], k: int) -> str:
+    header = (f"| recommender | P@{k} | R@{k} | nDCG@{k} | MAP@{k} | coverage | seen in top {k} | users | "
+              "fit+predict (s) |\n|---|---|---|---|---|---|---|---|---|")
+    lines = [header]
+    for name in RECOMMENDERS:
+        r = results[name]
+        seconds = r.get("seconds")
+        lines.append(f"| {name} | {r['precision_at_k']:.4f} | {r['recall_at_k']:.4f} | {r['ndcg_at_k']:.4f} | "
+                     f"{r['map_at_k']:.4f} | {r['coverage']:.4f} | {r['seen_share']:.4f} | {int(r['users']):,} | "
+                     f"{'pipeline' if seconds is None else f'{seconds:.1f}'} |")
+    return "\n".join(lines)
+
+
+def model_quality(work_env: Mapping[str, str]) -> dict[str, float]:
+    """Tag, segment and churn figures the pipeline's training run logged on its own held-out days
+    (labels the data itself gives: categories engaged next, purchases in the churn horizon)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=work_env["PORTRAIT__MLFLOW__TRACKING_URI"])
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    if not runs:
+        return {}
+    latest = max(runs, key=lambda r: r.info.start_time or 0)
+    wanted = ("tag", "segment", "churn", "f1", "auc", "ece")
+    return {name: float(value) for name, value in sorted(latest.data.metrics.items())
+            if name.startswith("test_") and any(w in name for w in wanted)}
+
+
+def log_to_mlflow(cfg: Config, experiment: str, dataset: str, protocol: str, record: Mapping[str, Any],
+                  files: list[Path]) -> str:
+    """One run in the caller's MLflow store: params, every figure as a metric, the table as artifacts."""
+    import mlflow
+
+    uri = cfg.mlflow_tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        root = cfg.location("mlflow.artifact_root")
+        mlflow.create_experiment(experiment, artifact_location=root if "://" in root else Path(root).as_uri())
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=f"{dataset}-{protocol}") as run:
+        mlflow.set_tags({"dataset": dataset, "protocol": protocol})
+        mlflow.log_params({"dataset": dataset, "protocol": protocol, "split": record["split"],
+                           "k": record["k"], "run_date": record["facts"]["run_date"],
+                           "collect_days": record["collect_days"]})
+        metrics = {f"{name}_{m}": v for name, r in record["results"].items() for m, v in r.items()}
+        metrics.update({f"facts_{k}": float(v) for k, v in record["facts"].items() if isinstance(v, (int, float))})
+        metrics.update({f"step_seconds_{k.replace('#', '_')}": v for k, v in record["step_seconds"].items()})
+        metrics.update({f"pipeline_{k}": v for k, v in record["model_quality"].items()})
+        metrics["wall_seconds"] = record["wall_seconds"]
+        mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})   # NaN is not a metric
+        for path in files:
+            mlflow.log_artifact(str(path))
+        return run.info.run_id
+
+
+def evaluate(name: str, protocol: str, cfg: Config | None = None, datasets: ModuleType | None = None,
+             echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """The whole evaluation of one dataset and protocol; returns the record it wrote and logged."""
+    started = time.monotonic()
+    cfg = cfg or load_config()
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {protocol!r}; protocols are: {', '.join(PROTOCOLS)}")
+    if datasets is None:
+        import portrait.datasets as datasets  # noqa: PLW0127  (engineer A's dataset API)
+    known = list(datasets.dataset_names())
+    if name not in known:
+        raise ConfigError(f"unknown dataset {name!r}; datasets are: {', '.join(known)}")
+    params = EvaluateParams.from_config(cfg)
+    variant = protocol + ("-leave-last-out" if protocol == "temporal" and params.split.leave_last_out else "")
+    work = Path(params.work_dir) / f"{name}-{variant}"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    env = work_environment(work, name, params.pipeline_overrides)
+    lake = load_config(environ={**os.environ, **env})
+
+    from jobs.common.privacy import load_hmac_key
+
+    t0 = time.monotonic()
+    prepared = prepare(datasets, name, protocol, params, work, load_hmac_key(lake))
+    first, last = landed_days(prepared.landing)
+    collect_days = (last - first).days + 1
+    split_seconds = round(time.monotonic() - t0, 1)
+    echo(f"{name}: {prepared.description}; {prepared.held_out:,} of {prepared.interactions:,} interactions held out; "
+         f"landing {first}..{last} ({collect_days} days) in {split_seconds}s")
+    echo(f"pipeline: portrait run --date {last} --collect-days {collect_days} (log {work / 'pipeline.log'})")
+    step_seconds = run_pipeline(work, env, last, collect_days, params.pipeline_timeout_minutes)
+    echo("pipeline steps (s): " + ", ".join(f"{k} {v:g}" for k, v in step_seconds.items()))
+
+    from jobs.common.spark import build_spark
+
+    spark = build_spark(lake, app_suffix="evaluate")
+    t0 = time.monotonic()
+    results, facts = score(spark, lake, prepared.heldout, last, params)
+    score_seconds = round(time.monotonic() - t0, 1)
+    record = {
+        "dataset": name, "protocol": variant, "split": prepared.description, "k": params.k,
+        "collect_days": collect_days, "facts": {**facts, "interactions": prepared.interactions,
+                                                "held_out": prepared.held_out, "users": prepared.users},
+        "results": results, "step_seconds": {"split_and_land": split_seconds, **step_seconds,
+                                             "score_and_baselines": score_seconds},
+        "model_quality": model_quality(env), "wall_seconds": round(time.monotonic() - started, 1),
+        "command": f"portrait evaluate --dataset {name} --protocol {protocol}",
+        "pipeline_overrides": dict(params.pipeline_overrides),
+    }
+    table = table_markdown(results, params.k)
+    (work / "evaluation.json").write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    (work / "evaluation.md").write_text(table + "\n", encoding="utf-8")
+    record["mlflow_run_id"] = log_to_mlflow(cfg, params.experiment, name, variant, record,
+                                            [work / "evaluation.json", work / "evaluation.md"])
+    echo(table)
+    echo(f"truth: {facts['truth_pairs']:,} pairs of {facts['truth_users']:,} users "
+         f"({facts['truth_users_with_a_list']:,} with a published list); catalogue {facts['catalog_items']:,} items")
+    if record["model_quality"]:
+        echo("pipeline's own test figures: " + ", ".join(f"{k} {v:.4f}" for k, v in record["model_quality"].items()))
+    echo(f"wall time {record['wall_seconds']:.0f}s; MLflow run {record['mlflow_run_id']} "
+         f"(experiment {params.experiment}); {work / 'evaluation.json'}")
+    return record
+
+
+__all__ = ["EvaluateParams", "EvaluationError", "evaluate", "heldout_frame", "landed_days",
+           "prepare", "score", "table_markdown", "truth_pairs", "work_environment"]

@@ -1,0 +1,228 @@
+"""`portrait evaluate`: the splits (exact rows), the held-out file, the truth and the scorer's inputs, and
+(slow) the whole evaluation through the real pipeline on a small generated dataset."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.splits import SplitParams, keep_masks, leave_last_out, random_split, split, temporal_split
+
+DAY0 = pd.Timestamp("2026-11-01 12:00", tz="UTC")
+
+
+def tiny_interactions() -> pd.DataFrame:
+    """u1 has 4 interactions (rows 0-3), u2 has 8 (rows 4-11), u3 has 3 (rows 12-14), one a day from DAY0."""
+    rows = []
+    for user, n in (("u1", 4), ("u2", 8), ("u3", 3)):
+        for i in range(n):
+            rows.append(("ratings", len(rows), user, f"m{i}", DAY0 + pd.Timedelta(days=i)))
+    return pd.DataFrame(rows, columns=["source", "row", "user_id", "item_id", "ts"])
+
+
+def held_rows(frame: pd.DataFrame, held_out: pd.Series) -> list[tuple[str, int]]:
+    return sorted((u, int(r)) for u, r in frame.loc[held_out, ["user_id", "row"]].itertuples(index=False))
+
+
+def test_random_split_holds_out_a_quarter_of_each_user_by_a_seeded_hash():
+    frame = tiny_interactions()
+    held = random_split(frame, seed=42, test_share=0.25)
+    # floor(0.25 x n): u1 1 of 4, u2 2 of 8, u3 none of 3 (fewer than 4 interactions keep all for training).
+    assert held_rows(frame, held) == [("u1", 2), ("u2", 6), ("u2", 8)]
+    # The same rows whatever the order the frame comes in; another seed picks others.
+    shuffled = frame.sample(frac=1.0, random_state=3)
+    assert held_rows(shuffled, random_split(shuffled, seed=42, test_share=0.25)) == [("u1", 2), ("u2", 6), ("u2", 8)]
+    assert held_rows(frame, random_split(frame, seed=7, test_share=0.25)) == [("u1", 3), ("u2", 4), ("u2", 5)]
+    with pytest.raises(ValueError, match="test_share"):
+        random_split(frame, seed=42, test_share=1.0)
+
+
+def test_temporal_split_holds_out_the_last_days_and_leave_last_out_each_users_last():
+    frame = tiny_interactions()
+    held, cutoff = temporal_split(frame, test_days=2)
+    # The last day is DAY0 + 7 (u2's row 11): the cut-off is DAY0 + 5, so days 6 and 7 are held out.
+    assert cutoff == dt.date(2026, 11, 6)
+    assert held_rows(frame, held) == [("u2", 10), ("u2", 11)]
+    assert held_rows(frame, leave_last_out(frame)) == [("u1", 3), ("u2", 11), ("u3", 14)]
+    # A user with a single interaction keeps it; equal timestamps fall to the larger row.
+    one = pd.DataFrame([("r", 0, "a", "x", DAY0), ("r", 1, "b", "x", DAY0), ("r", 2, "b", "y", DAY0)],
+                       columns=["source", "row", "user_id", "item_id", "ts"])
+    assert held_rows(one, leave_last_out(one)) == [("b", 2)]
+    with pytest.raises(ValueError, match="test_days"):
+        temporal_split(frame, test_days=0)
+
+
+def test_split_by_protocol_and_bad_input():
+    frame = tiny_interactions()
+    params = SplitParams(seed=42, test_share=0.25, test_days=2, leave_last_out=False)
+    held, description = split(frame, "temporal", params)
+    assert held_rows(frame, held) == [("u2", 10), ("u2", 11)] and "2026-11-06" in description
+    held, _ = split(frame, "temporal", SplitParams(42, 0.25, 2, leave_last_out=True))
+    assert held_rows(frame, held) == [("u1", 3), ("u2", 11), ("u3", 14)]
+    with pytest.raises(ValueError, match="unknown protocol 'randm'"):
+        split(frame, "randm", params)
+    with pytest.raises(ValueError, match="lack column.*ts"):
+        random_split(frame.drop(columns="ts"), 42, 0.25)
+    with pytest.raises(ValueError, match="source 'ratings' row 3 twice"):
+        random_split(pd.concat([frame, frame.iloc[[3]]]), 42, 0.25)
+    with pytest.raises(ValueError, match="test_share"):
+        SplitParams(seed=1, test_share=0.0, test_days=1, leave_last_out=False)
+
+
+def test_keep_masks_mark_held_out_rows_of_their_own_source_only():
+    frame = pd.DataFrame([("ratings", 0, "u", "a", DAY0), ("ratings", 2, "u", "b", DAY0), ("tags", 1, "u", "a", DAY0)],
+                         columns=["source", "row", "user_id", "item_id", "ts"])
+    held = pd.Series([False, True, True])
+    masks = keep_masks(frame, held, {"ratings": 4, "tags": 2, "movies": 3})
+    assert {s: m.tolist() for s, m in masks.items()} == {
+        "ratings": [True, True, False, True], "tags": [True, False], "movies": [True, True, True]}
+    with pytest.raises(ValueError, match="source 'ratings' name row 2, but its raw table has 2 rows"):
+        keep_masks(frame, held, {"ratings": 2, "tags": 2})
+    with pytest.raises(ValueError, match="no raw table"):
+        keep_masks(frame, held, {"ratings": 4})
+
+
+def test_override_settings_become_environment_variables(tmp_path):
+    from portrait.evaluate import work_environment
+
+    env = work_environment(tmp_path, "movielens-latest-small",
+                           {"model": {"baselines": [], "gate_baselines": ["als"]}, "recommend": {"k": 5}})
+    assert env["PORTRAIT_DATASET"] == "movielens-latest-small"
+    assert env["PORTRAIT__LAKEHOUSE_ROOT"] == str(tmp_path / "lakehouse")
+    assert (env["PORTRAIT__MODEL__BASELINES"], env["PORTRAIT__MODEL__GATE_BASELINES"], env["PORTRAIT__RECOMMEND__K"]) \
+        == ("[]", "[als]", "5")
+
+
+def test_landed_days_span_the_dated_folders(tmp_path):
+    from portrait.evaluate import EvaluationError, landed_days
+
+    for folder in ("events/event_date=2026-11-03", "ratings/event_date=2026-10-30", "users",
+                   "events/event_date=2026-11-04"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "part.jsonl").write_text("{}\n" if folder != "events/event_date=2026-11-04" else "")
+    # 11-04 holds only an empty file (all its events held out): not a landed day.
+    assert landed_days(tmp_path) == (dt.date(2026, 10, 30), dt.date(2026, 11, 3))
+    with pytest.raises(EvaluationError, match="no event_date"):
+        landed_days(tmp_path / "users")
+
+
+@pytest.mark.spark
+def test_heldout_users_are_pseudonymised_like_clean_does(spark):
+    from pyspark.sql import functions as F
+
+    from jobs.common.privacy import pseudonymise
+    from portrait.evaluate import heldout_frame
+    from tests.conftest import TEST_HMAC_KEY
+
+    key = TEST_HMAC_KEY.encode()
+    frame = pd.DataFrame([("r", 0, 17, "m1", DAY0), ("r", 1, 17, None, DAY0), ("r", 2, 5, "m2", DAY0)],
+                         columns=["source", "row", "user_id", "item_id", "ts"])
+    out = heldout_frame(frame, pd.Series([True, True, False]), key)
+    assert list(out.columns) == ["user_key", "item_id", "ts", "source", "row"]
+    assert out[["item_id", "row"]].values.tolist() == [["m1", 0]]            # no item: no truth; row 2 trains
+    # Integer ids are pseudonymised as the text bronze holds ("17"), by the same HMAC as clean's Spark column.
+    spark_key = spark.createDataFrame([("17",)], "user_id string").select(
+        pseudonymise(key, F.col("user_id")).alias("k")).collect()[0]["k"]
+    assert out["user_key"].tolist() == [spark_key]
+
+
+EVENTS = "user_key string, item_id string, event_type string, event_date date"
+
+
+@pytest.mark.spark
+def test_truth_leaves_out_unknown_users_and_pairs_already_in_training(spark):
+    from portrait.evaluate import seen_share, truth_pairs
+
+    d = dt.date(2026, 11, 1)
+    train = spark.createDataFrame([("a", "x", "rating", d), ("a", "y", "rating", d), ("b", "x", "purchase", d),
+                                   ("b", None, "search", d)], EVENTS)
+    heldout = spark.createDataFrame([("a", "z"), ("a", "z"), ("a", "x"), ("b", "y"), ("c", "x")],
+                                    "user_key string, item_id string")
+    # a: z (x is in training); b: y; c never trained.
+    assert sorted(truth_pairs(heldout, train).collect()) == [("a", "z"), ("b", "y")]
+    recs = spark.createDataFrame([("a", "z", 1), ("a", "y", 2), ("b", "x", 1), ("b", "z", 2), ("b", "q", 11)],
+                                 "user_key string, item_id string, rank int")
+    # Top 10: 4 rows, a-y and b-x already in training.
+    assert seen_share(recs, train, 10) == pytest.approx(0.5)
+
+
+# --- the whole evaluation, on a generated dataset that stands in for a public one ----------------------
+
+class GeneratedDataset:
+    """The dataset API of portrait.datasets over a landing zone written by `portrait generate`: the raw
+    table `events` is every landed event (row = its position), interactions the ones with an item."""
+
+    def __init__(self, folder: Path, users: int = 60, days: int = 12):
+        from jobs.generate import generate
+
+        self.source = folder / "source"
+        generate(self.source, folder / "truth", users=users, days=days, seed=11, start_date=dt.date(2026, 11, 1))
+        files = sorted((self.source / "events").glob("event_date=*/*.jsonl"))
+        self.events = pd.concat([pd.read_json(f, lines=True, dtype=False, convert_dates=False).assign(
+            _folder=f.parent.name) for f in files], ignore_index=True)
+
+    def dataset_names(self):
+        return ["generated-tiny"]
+
+    def raw_tables(self, name):
+        return {"events": self.events}
+
+    def interactions(self, name):
+        ev = self.events[self.events["item_id"].notna()]
+        return pd.DataFrame({"source": "events", "row": ev.index.to_numpy(), "user_id": ev["user_id"].to_numpy(),
+                             "item_id": ev["item_id"].to_numpy(), "ts": pd.to_datetime(ev["ts"], utc=True).to_numpy()})
+
+    def write_landing(self, name, landing_dir, keep=None):
+        import shutil
+
+        landing_dir = Path(landing_dir)
+        for folder in ("users", "items"):
+            shutil.copytree(self.source / folder, landing_dir / folder)
+        kept = self.events if keep is None else self.events[keep["events"]]
+        for folder, day in self.events.groupby("_folder"):
+            out = landing_dir / "events" / folder
+            out.mkdir(parents=True)
+            rows = kept[kept["_folder"] == folder].drop(columns="_folder")
+            text = rows.to_json(orient="records", lines=True, force_ascii=False) if len(rows) else ""
+            (out / "events-00000.jsonl").write_text(text if text.endswith("\n") or not text else text + "\n",
+                                                    encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_evaluate_runs_the_pipeline_and_scores_it_with_the_baselines(tmp_path):
+    """The real pipeline on the training part only; held-out rows never land; one scorer for all."""
+    import mlflow
+
+    from portrait.evaluate import evaluate
+    from tests.conftest import make_config
+
+    dataset = GeneratedDataset(tmp_path / "dataset")
+    cfg = make_config(tmp_path / "caller", PORTRAIT__EVALUATE__WORK_DIR=str(tmp_path / "work"),
+                      PORTRAIT__EVALUATE__TEST_SHARE="0.25")
+    lines: list[str] = []
+    record = evaluate("generated-tiny", "random", cfg, datasets=dataset, echo=lines.append)
+
+    work = tmp_path / "work" / "generated-tiny-random"
+    heldout = pd.read_parquet(work / "heldout.parquet")
+    landed = pd.concat([pd.read_json(f, lines=True, dtype=False) for f in (work / "landing" / "events").rglob("*.jsonl")
+                        if f.stat().st_size])
+    held_rows_ = dataset.interactions("generated-tiny").set_index("row").loc[heldout["row"]]
+    # Not one held-out event reached the landing zone.
+    assert not set(dataset.events.loc[held_rows_.index, "event_id"]) & set(landed["event_id"])
+    assert record["facts"]["held_out"] == len(dataset.events.loc[held_rows_.index])
+    assert set(record["results"]) == {"model", "popularity", "cooccurrence", "als", "ease"}
+    for name, r in record["results"].items():
+        assert 0.0 <= r["ndcg_at_k"] <= 1.0 and r["users"] == record["facts"]["truth_users"], name
+    assert record["facts"]["truth_users_with_a_list"] > 0
+    assert record["results"]["ease"]["seen_share"] == 0.0
+    assert json.loads((work / "evaluation.json").read_text())["results"].keys() == record["results"].keys()
+    assert any(line.startswith("| model |") for line in lines)
+    run = mlflow.MlflowClient(tracking_uri=cfg.mlflow_tracking_uri).get_run(record["mlflow_run_id"])
+    assert run.data.metrics["model_ndcg_at_k"] == pytest.approx(record["results"]["model"]["ndcg_at_k"])
+    assert run.data.tags["protocol"] == "random"
+    assert np.isfinite(record["step_seconds"]["train"])
