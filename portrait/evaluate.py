@@ -88,6 +88,8 @@ class Prepared:
     interactions: int
     held_out: int
     users: int
+    first_day: dt.date            # the UTC days of the first and last training interaction:
+    last_day: dt.date             # the pipeline runs for last_day and (re)loads every day from first_day
 
 
 def _override_env(overrides: Mapping[str, Any], prefix: str = "PORTRAIT") -> dict[str, str]:
@@ -137,8 +139,14 @@ def heldout_frame(interactions: "pd.DataFrame", held_out: "pd.Series", key: byte
 
 def prepare(datasets: ModuleType, name: str, protocol: str, params: EvaluateParams, work: Path,
             key: bytes) -> Prepared:
-    """Split, land the training part under work/landing, write the held-out part to work/heldout.parquet."""
-    interactions = datasets.interactions(name)
+    """Split, land the training part under work/landing, write the held-out part to work/heldout.parquet.
+
+    Only rows with a user, an item and a time are interactions to split; the others always land.
+    """
+    everything = datasets.interactions(name)
+    interactions = everything[everything["user_id"].notna() & everything["item_id"].notna() & everything["ts"].notna()]
+    if interactions.empty:
+        raise EvaluationError(f"dataset {name} has no interaction with a user, an item and a time to split")
     held_out, description = split(interactions, protocol, params.split)
     if not held_out.any():
         raise EvaluationError(f"evaluate {name} --protocol {protocol}: the split holds nothing out ({description}); "
@@ -150,19 +158,11 @@ def prepare(datasets: ModuleType, name: str, protocol: str, params: EvaluatePara
     datasets.write_landing(name, landing, keep_masks(interactions, held_out, sizes))
     heldout_path = work / HELDOUT_FILE
     heldout_frame(interactions, held_out, key).to_parquet(heldout_path, index=False)
+    import pandas as pd
+
+    days = pd.to_datetime(interactions.loc[~held_out, "ts"], utc=True).dt.date
     return Prepared(landing, heldout_path, description, int(len(interactions)), int(held_out.sum()),
-                    int(interactions["user_id"].nunique()))
-
-
-def landed_days(landing: Path) -> tuple[dt.date, dt.date]:
-    """First and last `event_date=YYYY-MM-DD` folder anywhere in the landing zone that holds a non-empty
-    file (a day whose events were all held out may still have its empty folder)."""
-    days = sorted({dt.date.fromisoformat(p.name.split("=", 1)[1]) for p in landing.rglob("event_date=*")
-                   if p.is_dir() and any(f.is_file() and f.stat().st_size > 0 for f in p.iterdir())})
-    if not days:
-        raise EvaluationError(f"the evaluation's landing zone {landing} has no event_date=YYYY-MM-DD folder; "
-                              "the dataset's write_landing wrote no dated events")
-    return days[0], days[-1]
+                    int(interactions["user_id"].nunique()), min(days), max(days))
 
 
 # --- 2. pipeline -----------------------------------------------------------------------------------
@@ -366,11 +366,11 @@ def evaluate(name: str, protocol: str, cfg: Config | None = None, datasets: Modu
 
     t0 = time.monotonic()
     prepared = prepare(datasets, name, protocol, params, work, load_hmac_key(lake))
-    first, last = landed_days(prepared.landing)
+    first, last = prepared.first_day, prepared.last_day
     collect_days = (last - first).days + 1
     split_seconds = round(time.monotonic() - t0, 1)
     echo(f"{name}: {prepared.description}; {prepared.held_out:,} of {prepared.interactions:,} interactions held out; "
-         f"landing {first}..{last} ({collect_days} days) in {split_seconds}s")
+         f"training days {first}..{last} ({collect_days}) landed in {split_seconds}s")
     echo(f"pipeline: portrait run --date {last} --collect-days {collect_days} (log {work / 'pipeline.log'})")
     step_seconds = run_pipeline(work, env, last, collect_days, params.pipeline_timeout_minutes)
     echo("pipeline steps (s): " + ", ".join(f"{k} {v:g}" for k, v in step_seconds.items()))
@@ -406,5 +406,5 @@ def evaluate(name: str, protocol: str, cfg: Config | None = None, datasets: Modu
     return record
 
 
-__all__ = ["EvaluateParams", "EvaluationError", "evaluate", "heldout_frame", "landed_days",
+__all__ = ["EvaluateParams", "EvaluationError", "evaluate", "heldout_frame",
            "prepare", "score", "table_markdown", "truth_pairs", "work_environment"]

@@ -98,19 +98,6 @@ def test_override_settings_become_environment_variables(tmp_path):
         == ("[]", "[als]", "5")
 
 
-def test_landed_days_span_the_dated_folders(tmp_path):
-    from portrait.evaluate import EvaluationError, landed_days
-
-    for folder in ("events/event_date=2026-11-03", "ratings/event_date=2026-10-30", "users",
-                   "events/event_date=2026-11-04"):
-        (tmp_path / folder).mkdir(parents=True)
-        (tmp_path / folder / "part.jsonl").write_text("{}\n" if folder != "events/event_date=2026-11-04" else "")
-    # 11-04 holds only an empty file (all its events held out): not a landed day.
-    assert landed_days(tmp_path) == (dt.date(2026, 10, 30), dt.date(2026, 11, 3))
-    with pytest.raises(EvaluationError, match="no event_date"):
-        landed_days(tmp_path / "users")
-
-
 @pytest.mark.spark
 def test_heldout_users_are_pseudonymised_like_clean_does(spark):
     from pyspark.sql import functions as F
@@ -194,8 +181,12 @@ class GeneratedDataset:
 
 
 @pytest.mark.slow
+@pytest.mark.long
+@pytest.mark.timeout(3600)
 def test_evaluate_runs_the_pipeline_and_scores_it_with_the_baselines(tmp_path):
-    """The real pipeline on the training part only; held-out rows never land; one scorer for all."""
+    """The real pipeline on the training part only; held-out rows never land; one scorer for all.
+
+    The whole DAG with training: 10-15 minutes on 2 cores, so `long` (make test-all), not `make test`."""
     import mlflow
 
     from portrait.evaluate import evaluate
@@ -203,7 +194,7 @@ def test_evaluate_runs_the_pipeline_and_scores_it_with_the_baselines(tmp_path):
 
     dataset = GeneratedDataset(tmp_path / "dataset")
     cfg = make_config(tmp_path / "caller", PORTRAIT__EVALUATE__WORK_DIR=str(tmp_path / "work"),
-                      PORTRAIT__EVALUATE__TEST_SHARE="0.25")
+                      PORTRAIT__EVALUATE__TEST_SHARE="0.25", PORTRAIT__EVALUATE__PIPELINE_OVERRIDES__MODEL__EPOCHS="1")
     lines: list[str] = []
     record = evaluate("generated-tiny", "random", cfg, datasets=dataset, echo=lines.append)
 
