@@ -217,3 +217,40 @@ def test_evaluate_runs_the_pipeline_and_scores_it_with_the_baselines(tmp_path):
     assert run.data.metrics["model_ndcg_at_k"] == pytest.approx(record["results"]["model"]["ndcg_at_k"])
     assert run.data.tags["protocol"] == "random"
     assert np.isfinite(record["step_seconds"]["train"])
+
+
+@pytest.mark.spark
+def test_real_data_smoke_movielens_sample_through_the_split_and_the_scorer(spark):
+    """20 MovieLens raters through evaluate's split, held-out file, truth and scorer (no pipeline run)."""
+    from pyspark.sql import functions as F
+
+    import portrait.datasets as datasets
+    from ml.baselines import ease, evaluate_recommender, popularity
+    from portrait.evaluate import heldout_frame, seen_share, truth_pairs
+    from tests.conftest import TEST_HMAC_KEY
+
+    name = "movielens-latest-small"
+    everything = datasets.interactions(name)
+    users = sorted(everything["user_id"].unique(), key=int)[:20]
+    sample = everything[everything["user_id"].isin(users)]
+    held = random_split(sample, seed=42, test_share=0.25)
+    per_user = pd.DataFrame({"user": sample["user_id"], "held": held}).groupby("user")["held"].agg(["sum", "size"])
+    assert (per_user["sum"] == per_user["size"] // 4).all()            # every rater has >= 20 ratings
+    masks = keep_masks(sample, held, {s: len(t) for s, t in datasets.raw_tables(name).items()})
+    assert int((~masks["ratings"]).sum()) == int(held.sum())
+
+    key = TEST_HMAC_KEY.encode()
+    truth_rows = spark.createDataFrame(heldout_frame(sample, held, key)[["user_key", "item_id"]])
+    train_rows = heldout_frame(sample, ~held, key)
+    train = spark.createDataFrame(train_rows.assign(event_type="rating", event_date=train_rows["ts"].dt.date)
+                                  [["user_key", "item_id", "event_type", "event_date"]])
+    truth = truth_pairs(truth_rows, train)
+    assert truth.select("user_key").distinct().count() == 20
+    catalog = train.select("item_id").distinct().count()
+    for recs in (popularity(train, truth.select("user_key").distinct(), 10, remove_seen=True),
+                 ease(train, 10, l2=500.0, max_items=3000, remove_seen=True)):
+        metrics = evaluate_recommender(recs, truth, 10, catalog)
+        assert metrics["users"] == 20
+        assert all(0.0 <= metrics[m] <= 1.0 for m in ("precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k"))
+        assert recs.groupBy("user_key").count().where(F.col("count") != 10).count() == 0
+        assert seen_share(recs, train, 10) == 0.0
