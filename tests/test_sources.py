@@ -188,7 +188,8 @@ HISTORY_DAYS = [dt.date(1997, 1, 1), dt.date(1997, 1, 2)]
 
 @pytest.fixture(scope="module")
 def history_run(spark, tmp_path_factory):
-    """A CDNOW-like purchase history (one file, New York dates) and an Instacart-like calendar source."""
+    """A CDNOW-like purchase history (one file, New York dates), naive New York times near midnight in
+    JSON lines, and an Instacart-like calendar source."""
     from jobs.collect import run
     from jobs.common.delta import read_table
 
@@ -210,7 +211,16 @@ def history_run(spark, tmp_path_factory):
         "1,10,7,1,2,23,,14084\n"
         "2,11,7,2,3,8,1.0,196\n"
         "3,12,8,1,0,9,,42\n")
+    visits = base / "landing" / "visits"
+    visits.mkdir(parents=True)
+    (visits / "all.jsonl").write_text(  # naive New York clock times near midnight
+        '{"vid": "v1", "who": "a", "what": "i9", "when": "1996-12-31 23:30:00"}\n'   # 04:30 UTC on 1 Jan
+        '{"vid": "v2", "who": "a", "what": "i9", "when": "1997-01-01 18:59:59"}\n'   # 23:59:59 UTC on 1 Jan
+        '{"vid": "v3", "who": "a", "what": "i9", "when": "1997-01-02 19:00:00"}\n')  # 00:00 UTC on 3 Jan: later
     sources = {
+        "visits": {"kind": "events", "folder": "visits", "layout": "history",
+                   "timestamp": {"format": "iso", "zone": "America/New_York"}, "constants": {"event_type": "view"},
+                   "columns": {"vid": "event_id", "who": "user_id", "what": "item_id", "when": "ts"}},
         "cdnow": {"kind": "events", "folder": "cdnow", "layout": "history", "format": "csv",
                   "delimiter": " ", "event_id": "hash_of_line", "emit_master": True,
                   "timestamp": {"format": "%Y%m%d", "zone": "America/New_York"},
@@ -239,7 +249,10 @@ def test_history_rows_land_on_their_utc_day_and_other_days_are_left_for_their_ru
         (4, "00003", "1997-01-02T05:00:00+00:00", dt.date(1997, 1, 2), "purchase", "cdnow-catalogue", 20.5, None),
         (5, "00004", None, dt.date(1997, 1, 2), "purchase", "cdnow-catalogue", 5.0, None),
     ]
-    assert result.details["files"] == 2  # each history file listed (and read) once for the two days
+    assert result.details["files"] == 3  # each history file listed (and read) once for the two days
+    visits = [(e["event_id"], e["ts"], e["event_date"]) for e in events if e["_source_file"].endswith("all.jsonl")]
+    assert visits == [("v1", "1997-01-01T04:30:00+00:00", dt.date(1997, 1, 1)),
+                      ("v2", "1997-01-01T23:59:59+00:00", dt.date(1997, 1, 1))]
 
 
 def test_the_calendar_times_order_lines_and_routes_them(history_run):
