@@ -555,6 +555,17 @@ def _with_defaults(records: "DataFrame", event_date: dt.date | None) -> "DataFra
     return records
 
 
+def _typed_cell(cell: "Column", kind: str) -> "Column":
+    """A text cell as `kind`, NULL where it does not parse; a whole number written with a decimal
+    point (`3.0`, as pandas writes integer columns that have gaps) is still a whole number."""
+    from pyspark.sql import functions as F
+
+    if kind != "long":
+        return cell.try_cast(kind)
+    number = cell.try_cast("double")
+    return F.coalesce(cell.try_cast("long"), F.when(number == F.floor(number), number.cast("long")))
+
+
 def transform_parse_records(records: "DataFrame", source: Source) -> "DataFrame":
     """Typed columns (our field names; `item.*` fields under `_item`) plus `_parse_error`, per record.
 
@@ -568,7 +579,7 @@ def transform_parse_records(records: "DataFrame", source: Source) -> "DataFrame"
     columns = source.read_columns()
     json_schema = ", ".join(f"`{theirs}` {kind}" for theirs, kind in columns) + ", `_corrupt_record` string"
     as_json = F.from_json("_raw", json_schema, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt_record"})
-    as_csv = F.struct(*[F.try_element_at("_cells", F.lit(i + 1)).try_cast(kind).alias(theirs)
+    as_csv = F.struct(*[_typed_cell(F.try_element_at("_cells", F.lit(i + 1)), kind).alias(theirs)
                         for i, (theirs, kind) in enumerate(columns)],
                       F.lit(None).cast("string").alias("_corrupt_record"))
     # Records the reader already refused (bad encoding, wrong column count, corrupt Parquet) stay untyped.

@@ -270,3 +270,20 @@ def test_derived_master_rows_have_ids_only(history_run):
     assert users == [("00001", None, None, None), ("00003", None, None, None), ("00004", None, None, None),
                      ("7", None, None, None)]
     assert items == [("196", None, None, None), ("cdnow-catalogue", None, None, None)]
+
+
+def test_whole_numbers_written_with_a_decimal_point_are_whole_numbers(spark):
+    """pandas writes integer columns with gaps as 3.0; a half star (2.5) is no whole number and stays NULL."""
+    from jobs.collect import transform_parse_records
+
+    source = parse_source("r", {"kind": "events", "event_id": "hash_of_line", "layout": "history",
+                                "columns": {"u": "user_id", "r": "rating", "t": "ts"}}, "w")
+    records = spark.createDataFrame(
+        [(n, raw, None, cells, "csv", "f.csv", dt.date(2009, 12, 14))
+         for n, (raw, cells) in enumerate([("1,3.0,t", ["1", "3.0", "t"]), ("1,2.5,t", ["1", "2.5", "t"]),
+                                           ("1,4,t", ["1", "4", "t"]), ("1,x,t", ["1", "x", "t"])], start=2)],
+        "_line long, _raw string, _reason string, _cells array<string>, _format string, _source_file string, "
+        "event_date date")
+    # read_columns order: u, r, t
+    assert [r["rating"] for r in transform_parse_records(records, source).orderBy("_line").collect()] == [
+        3, None, 4, None]
