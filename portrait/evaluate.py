@@ -93,12 +93,13 @@ class Prepared:
 
 
 def _override_env(overrides: Mapping[str, Any], prefix: str = "PORTRAIT") -> dict[str, str]:
-    """{"model": {"baselines": []}} -> {"PORTRAIT__MODEL__BASELINES": "[]"} (values as YAML flow)."""
+    """{"model": {"baselines": []}} -> {"PORTRAIT__MODEL__BASELINES": "[]"} (values as YAML flow); Spark
+    option names under spark.conf keep their case, as jobs.common.config reads them."""
     import yaml
 
     env: dict[str, str] = {}
     for key, value in overrides.items():
-        name = f"{prefix}__{str(key).upper()}"
+        name = f"{prefix}__{str(key) if prefix == 'PORTRAIT__SPARK__CONF' else str(key).upper()}"
         if isinstance(value, Mapping) and value:
             env.update(_override_env(value, name))
         else:

@@ -91,11 +91,13 @@ def test_override_settings_become_environment_variables(tmp_path):
     from portrait.evaluate import work_environment
 
     env = work_environment(tmp_path, "movielens-latest-small",
-                           {"model": {"baselines": [], "gate_baselines": ["als"]}, "recommend": {"k": 5}})
+                           {"model": {"baselines": [], "gate_baselines": ["als"]}, "recommend": {"k": 5},
+                            "spark": {"conf": {"spark.sql.ansi.enabled": False}}})
     assert env["PORTRAIT_DATASET"] == "movielens-latest-small"
     assert env["PORTRAIT__LAKEHOUSE_ROOT"] == str(tmp_path / "lakehouse")
     assert (env["PORTRAIT__MODEL__BASELINES"], env["PORTRAIT__MODEL__GATE_BASELINES"], env["PORTRAIT__RECOMMEND__K"]) \
         == ("[]", "[als]", "5")
+    assert env["PORTRAIT__SPARK__CONF__spark.sql.ansi.enabled"] == "false"
 
 
 @pytest.mark.spark
