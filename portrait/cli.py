@@ -130,6 +130,8 @@ def evaluate(
     leave_last_out: bool = typer.Option(False, "--leave-last-out",
                                         help="temporal: hold out each user's last interaction instead of the last days"),
     test_days: Optional[int] = typer.Option(None, help="temporal: days held out after the cut-off (evaluate.test_days)"),
+    rescore: bool = typer.Option(False, "--rescore", help="score a finished evaluation's run again, without "
+                                 "landing or running the pipeline"),
 ) -> None:
     """Split a dataset before it lands, run the real pipeline on the training part, and score
     publish.recommendations and four baselines (popularity, co-occurrence, ALS, EASE) on the held-out part.
@@ -145,7 +147,7 @@ def evaluate(
         extra["PORTRAIT__EVALUATE__LEAVE_LAST_OUT"] = "true"
     if test_days is not None:
         extra["PORTRAIT__EVALUATE__TEST_DAYS"] = str(test_days)
-    run_evaluation(dataset, protocol, load_config(environ={**os.environ, **extra}), echo=typer.echo)
+    run_evaluation(dataset, protocol, load_config(environ={**os.environ, **extra}), echo=typer.echo, rescore=rescore)
 
 
 @app.command()

@@ -107,8 +107,9 @@ def _override_env(overrides: Mapping[str, Any], prefix: str = "PORTRAIT") -> dic
     return env
 
 
-def work_environment(work: Path, dataset: str, overrides: Mapping[str, Any]) -> dict[str, str]:
-    """Settings that put every location of the evaluation's pipeline run under `work`."""
+def work_environment(work: Path, dataset: str | None, overrides: Mapping[str, Any]) -> dict[str, str]:
+    """Settings that put every location of the evaluation's pipeline run under `work`, with the dataset's
+    conf/datasets/<name>.yaml on top of the profile (None: a dataset that lands in the profile's layout)."""
     env = {
         "PORTRAIT__LAKEHOUSE_ROOT": str(work / "lakehouse"),
         "PORTRAIT__LANDING_ZONE": str(work / "landing"),
@@ -117,8 +118,9 @@ def work_environment(work: Path, dataset: str, overrides: Mapping[str, Any]) -> 
         "PORTRAIT__MLFLOW__ARTIFACT_ROOT": str(work / "mlruns" / "artifacts"),
         "PORTRAIT__MODEL__SNAPSHOT_DIR": str(work / "training"),
         "PORTRAIT__QUALITY__DOCS_DIR": str(work / "quality_docs"),
-        ENV_DATASET: dataset,
     }
+    if dataset:
+        env[ENV_DATASET] = dataset
     env.update(_override_env(overrides))
     return env
 
@@ -139,10 +141,11 @@ def heldout_frame(interactions: "pd.DataFrame", held_out: "pd.Series", key: byte
 
 
 def prepare(datasets: ModuleType, name: str, protocol: str, params: EvaluateParams, work: Path,
-            key: bytes) -> Prepared:
+            key: bytes, land: bool = True) -> Prepared:
     """Split, land the training part under work/landing, write the held-out part to work/heldout.parquet.
 
     Only rows with a user, an item and a time are interactions to split; the others always land.
+    `land=False` only repeats the (deterministic) split, for rescoring a finished run.
     """
     everything = datasets.interactions(name)
     interactions = everything[everything["user_id"].notna() & everything["item_id"].notna() & everything["ts"].notna()]
@@ -152,13 +155,13 @@ def prepare(datasets: ModuleType, name: str, protocol: str, params: EvaluatePara
     if not held_out.any():
         raise EvaluationError(f"evaluate {name} --protocol {protocol}: the split holds nothing out ({description}); "
                               "the dataset has too few interactions per user or days for it")
-    sizes = {source: len(table) for source, table in datasets.raw_tables(name).items()}
-    landing = work / "landing"
-    if landing.exists():
-        shutil.rmtree(landing)
-    datasets.write_landing(name, landing, keep_masks(interactions, held_out, sizes))
-    heldout_path = work / HELDOUT_FILE
-    heldout_frame(interactions, held_out, key).to_parquet(heldout_path, index=False)
+    landing, heldout_path = work / "landing", work / HELDOUT_FILE
+    if land:
+        sizes = {source: len(table) for source, table in datasets.raw_tables(name).items()}
+        if landing.exists():
+            shutil.rmtree(landing)
+        datasets.write_landing(name, landing, keep_masks(interactions, held_out, sizes))
+        heldout_frame(interactions, held_out, key).to_parquet(heldout_path, index=False)
     import pandas as pd
 
     days = pd.to_datetime(interactions.loc[~held_out, "ts"], utc=True).dt.date
@@ -177,7 +180,6 @@ def run_pipeline(work: Path, env: Mapping[str, str], run_date: dt.date, collect_
     log_path = work / "pipeline.log"
     command = [sys.executable, "-m", "portrait.cli", "run", "--date", run_date.isoformat(),
                "--collect-days", str(collect_days)]
-    seconds: dict[str, float] = {}
     with log_path.open("w", encoding="utf-8") as log:
         log.write("$ " + " ".join(command) + "\n")
         log.flush()
@@ -187,17 +189,24 @@ def run_pipeline(work: Path, env: Mapping[str, str], run_date: dt.date, collect_
         except subprocess.TimeoutExpired:
             raise EvaluationError(f"the pipeline run for {run_date} took more than {timeout_minutes} minutes "
                                   f"(evaluate.pipeline_timeout_minutes); its log is {log_path}") from None
+    seconds = step_seconds(log_path)
+    if done.returncode != 0:
+        tail = " | ".join(log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-6:])
+        raise EvaluationError(f"the pipeline run for {run_date} (collect_days {collect_days}) failed with exit "
+                              f"code {done.returncode} after steps {', '.join(seconds) or 'none'}; "
+                              f"log {log_path}; last lines: {tail}")
+    return seconds
+
+
+def step_seconds(log_path: Path) -> dict[str, float]:
+    """{step: seconds} from `portrait run`'s lines "step (12.3s): ..." (validate, validate#2, ...)."""
+    seconds: dict[str, float] = {}
     for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
         match = STEP_LINE.match(line.strip())
         if match:
             label = match.group(1)
             n = sum(1 for s in seconds if s == label or s.startswith(label + "#"))
             seconds[label if n == 0 else f"{label}#{n + 1}"] = float(match.group(2))
-    if done.returncode != 0:
-        tail = " | ".join(log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-6:])
-        raise EvaluationError(f"the pipeline run for {run_date} (collect_days {collect_days}) failed with exit "
-                              f"code {done.returncode} after steps {', '.join(seconds) or 'none'}; "
-                              f"log {log_path}; last lines: {tail}")
     return seconds
 
 
@@ -253,7 +262,11 @@ def score(spark: "SparkSession", lake: Config, heldout_path: Path, run_date: dt.
             raise EvaluationError(f"{table} is missing under {lake.lakehouse_root}: the pipeline run did not write it")
     train = read_table(spark, lake, "silver.events").where(F.col("event_date") <= F.lit(run_date)).select(
         "user_key", "item_id", "event_type", "event_date").cache()
-    heldout = spark.read.parquet(str(heldout_path))
+    import pandas as pd
+
+    # Through pandas: Spark refuses the nanosecond timestamps pandas writes, and only the pairs matter here.
+    heldout = spark.createDataFrame(pd.read_parquet(heldout_path, columns=["user_key", "item_id"]),
+                                    "user_key string, item_id string")
     truth = truth_pairs(heldout, train).cache()
     users = truth.select("user_key").distinct()
     catalog_size = train.where(F.col("item_id").isNotNull()).select("item_id").distinct().count()
@@ -343,8 +356,12 @@ def log_to_mlflow(cfg: Config, experiment: str, dataset: str, protocol: str, rec
 
 
 def evaluate(name: str, protocol: str, cfg: Config | None = None, datasets: ModuleType | None = None,
-             echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """The whole evaluation of one dataset and protocol; returns the record it wrote and logged."""
+             echo: Callable[[str], None] = print, rescore: bool = False) -> dict[str, Any]:
+    """The whole evaluation of one dataset and protocol; returns the record it wrote and logged.
+
+    `rescore` scores a finished run again (its lakehouse, heldout.parquet and pipeline.log in the work
+    folder) without landing or running the pipeline: for new baselines or settings of the scorer.
+    """
     started = time.monotonic()
     cfg = cfg or load_config()
     if protocol not in PROTOCOLS:
@@ -357,24 +374,32 @@ def evaluate(name: str, protocol: str, cfg: Config | None = None, datasets: Modu
     params = EvaluateParams.from_config(cfg)
     variant = protocol + ("-leave-last-out" if protocol == "temporal" and params.split.leave_last_out else "")
     work = Path(params.work_dir) / f"{name}-{variant}"
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    env = work_environment(work, name, params.pipeline_overrides)
+    if rescore and not (work / HELDOUT_FILE).is_file():
+        raise EvaluationError(f"--rescore needs a finished evaluation in {work}; run without --rescore first")
+    if not rescore:
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+    from jobs.common.config import available_datasets
+
+    env = work_environment(work, name if name in available_datasets(cfg.root) else None, params.pipeline_overrides)
     lake = load_config(environ={**os.environ, **env})
 
     from jobs.common.privacy import load_hmac_key
 
     t0 = time.monotonic()
-    prepared = prepare(datasets, name, protocol, params, work, load_hmac_key(lake))
+    prepared = prepare(datasets, name, protocol, params, work, load_hmac_key(lake), land=not rescore)
     first, last = prepared.first_day, prepared.last_day
     collect_days = (last - first).days + 1
     split_seconds = round(time.monotonic() - t0, 1)
     echo(f"{name}: {prepared.description}; {prepared.held_out:,} of {prepared.interactions:,} interactions held out; "
          f"training days {first}..{last} ({collect_days}) landed in {split_seconds}s")
-    echo(f"pipeline: portrait run --date {last} --collect-days {collect_days} (log {work / 'pipeline.log'})")
-    step_seconds = run_pipeline(work, env, last, collect_days, params.pipeline_timeout_minutes)
-    echo("pipeline steps (s): " + ", ".join(f"{k} {v:g}" for k, v in step_seconds.items()))
+    if rescore:
+        steps = step_seconds(work / "pipeline.log")
+    else:
+        echo(f"pipeline: portrait run --date {last} --collect-days {collect_days} (log {work / 'pipeline.log'})")
+        steps = run_pipeline(work, env, last, collect_days, params.pipeline_timeout_minutes)
+    echo("pipeline steps (s): " + ", ".join(f"{k} {v:g}" for k, v in steps.items()))
 
     from jobs.common.spark import build_spark
 
@@ -386,7 +411,7 @@ def evaluate(name: str, protocol: str, cfg: Config | None = None, datasets: Modu
         "dataset": name, "protocol": variant, "split": prepared.description, "k": params.k,
         "collect_days": collect_days, "facts": {**facts, "interactions": prepared.interactions,
                                                 "held_out": prepared.held_out, "users": prepared.users},
-        "results": results, "step_seconds": {"split_and_land": split_seconds, **step_seconds,
+        "results": results, "step_seconds": {"split_and_land": split_seconds, **steps,
                                              "score_and_baselines": score_seconds},
         "model_quality": model_quality(env), "wall_seconds": round(time.monotonic() - started, 1),
         "command": f"portrait evaluate --dataset {name} --protocol {protocol}",
@@ -407,5 +432,5 @@ def evaluate(name: str, protocol: str, cfg: Config | None = None, datasets: Modu
     return record
 
 
-__all__ = ["EvaluateParams", "EvaluationError", "evaluate", "heldout_frame",
+__all__ = ["EvaluateParams", "EvaluationError", "evaluate", "heldout_frame", "step_seconds",
            "prepare", "score", "table_markdown", "truth_pairs", "work_environment"]
