@@ -27,6 +27,18 @@ from jobs.common.config import Config, project_root
 from jobs.common.delta import read_table, replace_dates, table_exists
 from jobs.common.errors import ConfigError, PortraitError
 from jobs.common.step import StepResult
+from jobs.quality_history import (
+    ABSENT,
+    MISSING_TODAY,
+    Band,
+    FieldProfile,
+    QualityParams,
+    daily_values,
+    mean_band,
+    has_values_in_history,
+    volume_band,
+    volume_observed,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -34,12 +46,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("portrait.quality")
 
 RESULTS_TABLE = "ops.validation_results"  # in jobs/common/catalog.py: partitioned by run_date
+FIELDS_TABLE = "ops.field_profile"  # per table, date and contract field: non-null share and status
 
 RESULTS_SCHEMA = (
     "run_date date, table_name string, check_id string, expectation_type string, column_name string, "
     "severity string, success boolean, skipped boolean, observed_value string, unexpected_count long, "
     "sample_rows string, source string, rows_validated long, table_success boolean, validated_at timestamp"
 )
+FIELDS_SCHEMA = ("run_date date, table_name string, column_name string, non_null_share double, non_null_rows long, "
+                 "rows long, status string, history_days int, profiled_at timestamp")
 
 ERROR, WARN = "error", "warn"
 SEVERITIES = (ERROR, WARN)
@@ -106,6 +121,11 @@ class ValidationReport:
     results: list[CheckResult]
     seconds: float = 0.0
     gx_result: Any = field(default=None, repr=False, compare=False)  # GX's own result, for its renderer
+    # The field profile: per listed column its non-null share today and status (quality_history.FieldProfile).
+    fields: list[dict[str, Any]] = field(default_factory=list)
+
+    def fields_with(self, status: str) -> list[str]:
+        return [f["column"] for f in self.fields if f["status"] == status]
 
     @property
     def errors(self) -> list[CheckResult]:
@@ -131,7 +151,7 @@ class ValidationReport:
         return {
             "table": self.table, "run_date": self.run_date.isoformat(), "row_count": self.row_count,
             "success": self.success, "seconds": round(self.seconds, 2),
-            "results": [asdict(r) for r in self.results],
+            "results": [asdict(r) for r in self.results], "fields": self.fields,
         }
 
     def summary(self, max_rows: int = SAMPLE_ROWS) -> str:
@@ -140,6 +160,13 @@ class ValidationReport:
                 f"({len(self.errors)} errors, {len(self.warnings)} warnings, {len(self.results)} checks, "
                 f"{self.row_count:,} rows)")
         lines = [head]
+        absent, missing = self.fields_with(ABSENT), self.fields_with(MISSING_TODAY)
+        skipped = sum(1 for r in self.results if r.skipped and "absent in this dataset" in str(r.observed_value))
+        if absent or skipped:
+            lines.append(f"  fields absent in this dataset: {', '.join(absent) or 'none of this table'}; "
+                         f"checks skipped for an absent field: {skipped}")
+        if missing:
+            lines.append(f"  fields with no value today but values before (checked as usual): {', '.join(missing)}")
         keys = list(catalog.TABLES[self.table].keys) if self.table in catalog.TABLES else []
         rows_left = max_rows
         for r in self.errors + self.warnings:
@@ -264,7 +291,8 @@ def load_suite(layer_table: str, root: Path | None = None):
         if check.get("type") not in SPARK_CHECKS:
             raise ConfigError(f"{path}: spark check {position} has unknown type '{check.get('type')}'; "
                               f"known: {', '.join(sorted(SPARK_CHECKS))}")
-        _check_severity(path, f"spark check {position} ({check['type']})", check.get("meta") or {})
+        _check_severity(path, f"spark check {position} ({check['type']})", check.get("meta") or {},
+                        setting_allowed=True)
     try:
         return gx.ExpectationSuite(**data)
     except Exception as exc:  # GX raises pydantic and its own errors; both mean a bad suite file
@@ -275,7 +303,15 @@ def _severity(meta: Mapping[str, Any] | None) -> str:
     return str((meta or {}).get("severity", ERROR))
 
 
-def _check_severity(path: Path, what: str, meta: Mapping[str, Any]) -> None:
+def _check_severity(path: Path, what: str, meta: Mapping[str, Any], setting_allowed: bool = False) -> None:
+    """A severity is error or warn; a spark check may name a setting instead ({"$config": "quality.x"})."""
+    given = (meta or {}).get("severity")
+    if setting_allowed and isinstance(given, Mapping) and isinstance(given.get("$config"), str):
+        return
+    requires = (meta or {}).get("requires", [])
+    if not isinstance(requires, list) or not all(isinstance(r, str) and r for r in requires):
+        raise ConfigError(f"{path}: {what} has meta.requires {requires!r}; use a list of fields "
+                          "(a column, or layer.table.column)")
     if _severity(meta) not in SEVERITIES:
         raise ConfigError(f"{path}: {what} has severity '{meta.get('severity')}'; use one of {SEVERITIES}")
 
@@ -354,6 +390,7 @@ class _Finding:
     unexpected_count: int | None = None
     sample: list[dict[str, Any]] = field(default_factory=list)
     skipped: bool = False
+    severity: str | None = None  # overrides the suite's: a learned band without enough history only warns
 
 
 def _skip(reason: str) -> _Finding:
@@ -366,18 +403,58 @@ class _CheckContext:
     per partition keeps the Spark checks to a handful of jobs."""
 
     def __init__(self, spark: "SparkSession", cfg: Config, table: TableSpec, run_date: dt.date,
-                 partition: "DataFrame", checks: Sequence[Mapping[str, Any]], listed_columns: Iterable[str] = ()):
+                 partition: "DataFrame", checks: Sequence[Mapping[str, Any]], listed_columns: Iterable[str] = (),
+                 params: QualityParams | None = None, optional_fields: Iterable[str] = ()):
+        from pyspark.sql import functions as F
+
         self.spark, self.cfg, self.table, self.run_date = spark, cfg, table, run_date
         self.partition = partition
+        self.params = params or QualityParams.from_config(cfg)
         self.listed_columns = set(listed_columns)  # the columns the suite's schema expectation names
+        self.optional_fields = set(optional_fields)  # the fields a dataset may not have at all
         self._aggregates = _aggregates_for(checks, set(partition.columns))
+        profiled = sorted(self.listed_columns & set(partition.columns))
+        self._aggregates.update({f"non_null__{c}": (c, F.count(F.col(c))) for c in profiled})
         self.stats = self._aggregate(partition)
         self.row_count = int(self.stats["rows"])
+        self.profile = self._profile(profiled)
+        self._history: dict[str | None, dict[dt.date, tuple[int, float | None]]] = {}
+        self._absent_elsewhere: dict[str, bool] = {}
         self._previous: "DataFrame | None | bool" = False
         self._previous_stats: dict[str, Any] | None = None
         self._cache: dict[Any, "DataFrame"] = {}
         self._exists: dict[str, bool] = {}
         self._tables: dict[str, "DataFrame"] = {}
+
+    def _profile(self, columns: Sequence[str]) -> FieldProfile:
+        """Non-null values of each listed column today; for a column with none, also in the history window."""
+        non_null = {c: int(self.stats[f"non_null__{c}"] or 0) for c in columns}
+        empty = [c for c, n in non_null.items() if n == 0] if self.row_count else []
+        before = has_values_in_history(self.spark, self.cfg, baseline_table(self.table.name), empty, self.run_date,
+                                       self.params.history_days) if empty else {}
+        return FieldProfile(self.table.name, self.run_date, self.row_count, non_null, self.params.history_days, before)
+
+    def history(self, mean_of: str | None = None) -> dict[dt.date, tuple[int, float | None]]:
+        """Rows (and a column's mean) per day of the table in the history window before the date."""
+        if mean_of not in self._history:
+            self._history[mean_of] = daily_values(self.spark, self.cfg, baseline_table(self.table.name),
+                                                  self.run_date, self.params.history_days, mean_of)
+        return self._history[mean_of]
+
+    def absent_field(self, reference: str) -> str | None:
+        """Why a check needing `reference` (a column of this table, or layer.table.column) cannot run, if so."""
+        layer_table, _, column = reference.rpartition(".")
+        if not layer_table or layer_table == self.table.name:
+            absent = column in self.optional_fields and self.profile.absent(column)
+            return self.profile.reason(column) if absent else None
+        if reference not in self._absent_elsewhere:
+            found = has_values_in_history(self.spark, self.cfg, self.same_day(layer_table), [column], self.run_date,
+                                          self.params.history_days, include_run_date=True)
+            self._absent_elsewhere[reference] = not found[column]
+        if self._absent_elsewhere[reference]:
+            return (f"{reference} is absent in this dataset: no value up to {self.run_date} "
+                    f"in the last {self.params.history_days} days")
+        return None
 
     def _aggregate(self, frame: "DataFrame", prefixes: tuple[str, ...] = ("",)) -> dict[str, Any]:
         present = set(frame.columns)
@@ -458,7 +535,7 @@ def _aggregates_for(checks: Sequence[Mapping[str, Any]], present: set[str]) -> d
         column = kwargs.get("column")
         if not isinstance(column, str) or column not in present:
             continue
-        if check["type"] == "mean_vs_previous":
+        if check["type"] in ("mean_vs_previous", "mean_band"):
             aggregates[f"mean__{column}"] = (column, F.avg(F.col(column)))
         elif check["type"] == "freshness":
             aggregates[f"newest__{column}"] = (column, F.max(F.unix_timestamp(F.col(column))))
@@ -793,6 +870,101 @@ def _check_row_share_of(ctx: _CheckContext, ref_table: str, max_share: float) ->
     return _Finding(share <= max_share, observed)
 
 
+def _band_finding(ctx: _CheckContext, band: Band, observed: dict[str, Any]) -> _Finding:
+    """Pass inside the band; outside it, fail, or only warn while the history is shorter than min_history_days."""
+    if band.expected is None:
+        return _skip(f"no earlier day in the last {ctx.params.history_days} days to learn a band from")
+    if band.enough_history:
+        return _Finding(band.inside, observed)
+    observed = {**observed, "note": f"only {band.history_days} past days (quality.min_history_days is "
+                                    f"{ctx.params.min_history_days}): a warning until there are more"}
+    return _Finding(band.inside, observed, severity=WARN)
+
+
+def _check_row_count_band(ctx: _CheckContext, min_ratio: float | None = None) -> _Finding:
+    """The day's rows are inside the band learned from the table's own recent days (jobs/quality_history.py);
+    `min_ratio` is the narrowest band (expected / or x it), quality.volume_min_ratio when not given."""
+    history = {day: rows for day, (rows, _) in ctx.history().items()}
+    band = volume_band(history, ctx.run_date, ctx.row_count, ctx.params, min_ratio)
+    return _band_finding(ctx, band, volume_observed(band))
+
+
+def _check_mean_band(ctx: _CheckContext, column: str) -> _Finding:
+    """The day's mean of `column` is inside the band learned from the means of the table's recent days."""
+    mean = ctx.stats.get(f"mean__{column}")
+    if mean is None:
+        return _skip(f"no {column} value on {ctx.run_date}")
+    history = {day: m for day, (_, m) in ctx.history(column).items() if m is not None}
+    band = mean_band(history, ctx.run_date, float(mean), ctx.params)
+    observed = {"mean": round(float(mean), 6), "history_days": band.history_days, "method": band.method}
+    if band.expected is not None:
+        observed.update(expected=round(band.expected, 6), allowed=[round(band.low, 6), round(band.high, 6)])
+    return _band_finding(ctx, band, observed)
+
+
+def _check_array_exists_in(ctx: _CheckContext, column: str, ref_table: str, ref_column: str,
+                           field: str | None = None, ref_date: str = "latest", key: str | None = None) -> _Finding:
+    """Every element (or element.field) of the arrays in `column` is a value of `ref_table`.`ref_column`:
+    e.g. an interest tag names a category that has items in the catalogue of that date."""
+    from pyspark.sql import functions as F
+
+    if ref_date == "same":
+        ref_table = ctx.same_day(ref_table)
+    ref = _reference_keys(ctx, ref_table, ref_column, ref_date)
+    if ref is None:
+        return _Finding(False, {"reason": f"reference table {ref_table} does not exist"})
+    keys = [key] if key else []
+    elements = ctx.partition.select(*keys, F.explode_outer(column).alias("_element"))
+    value = F.col("_element")[field] if field else F.col("_element")
+    values = elements.select(*keys, value.alias("_value")).where(F.col("_value").isNotNull())
+    missing = values.join(ref, F.col("_value") == F.col("_ref"), "left_anti")
+    missing_values = sorted(r["_value"] for r in missing.select("_value").distinct().limit(50).collect())
+    count = missing.count() if missing_values else 0
+    label = f"{column}.{field}" if field else column
+    observed = {f"values_not_in_{ref_table}.{ref_column}": missing_values[:SAMPLE_ROWS], "elements": count}
+    sample = ctx.sample(missing.withColumnRenamed("_value", label)) if count else []
+    return _Finding(count == 0, observed, count, sample)
+
+
+def _check_not_constant(ctx: _CheckContext, column: str) -> _Finding:
+    """A categorical column takes more than one value across the day's rows (users), once there are more
+    rows than quality.constant_min_users; one band or segment for everybody says the rule has no input.
+    Its severity is quality.constant_severity."""
+    from pyspark.sql import functions as F
+
+    if ctx.row_count <= ctx.params.constant_min_users:
+        return _skip(f"{ctx.row_count} rows; judged above quality.constant_min_users "
+                     f"({ctx.params.constant_min_users})")
+    values = [r[0] for r in ctx.partition.select(F.col(column).cast("string")).distinct().limit(2).collect()]
+    observed = {"distinct_values": values if len(values) < 2 else f"{len(values)} or more", "rows": ctx.row_count}
+    return _Finding(len(values) > 1, observed, None if len(values) > 1 else ctx.row_count,
+                    severity=ctx.params.constant_severity)
+
+
+def _check_churn_event_present(ctx: _CheckContext, column: str, event_types: Sequence[str],
+                               window_days: int, events_table: str = "silver.events") -> _Finding:
+    """A churn risk is published only when the event churn is defined on (`model.churn_events`, a purchase by
+    default) occurs in `events_table` in the `window_days` up to the date: without it the label is constant
+    and the score meaningless."""
+    from pyspark.sql import functions as F
+
+    scored = int(ctx.stats.get(f"non_null__{column}") or 0) if f"non_null__{column}" in ctx.stats else \
+        ctx.partition.where(F.col(column).isNotNull()).count()
+    if scored == 0:
+        return _skip(f"no {column} published on {ctx.run_date}")
+    if not ctx.exists(events_table):
+        return _Finding(False, {"reason": f"{events_table} does not exist, so the churn event cannot be counted"})
+    types = [event_types] if isinstance(event_types, str) else list(event_types)
+    date_column = spec(events_table).date_column
+    start = ctx.run_date - dt.timedelta(days=int(window_days))
+    found = ctx.read(events_table).where(
+        F.col("event_type").isin(types) & (F.col(date_column) > F.lit(start))
+        & (F.col(date_column) <= F.lit(ctx.run_date))).limit(1).count()
+    observed = {"churn_events": types, "found_in_window": bool(found), "window_days": int(window_days),
+                "rows_with_" + column: scored}
+    return _Finding(bool(found), observed, None if found else scored)
+
+
 SPARK_CHECKS: dict[str, Callable[..., _Finding]] = {
     "row_count_vs_previous": _check_row_count_vs_previous,
     "mean_vs_previous": _check_mean_vs_previous,
@@ -808,6 +980,11 @@ SPARK_CHECKS: dict[str, Callable[..., _Finding]] = {
     "unlisted_columns": _check_unlisted_columns,
     "columns_absent": _check_columns_absent,
     "row_share_of": _check_row_share_of,
+    "row_count_band": _check_row_count_band,
+    "mean_band": _check_mean_band,
+    "array_exists_in": _check_array_exists_in,
+    "not_constant": _check_not_constant,
+    "churn_event_present": _check_churn_event_present,
 }
 # kwargs that name columns of the validated table, so a missing column skips the check.
 _COLUMN_KWARGS = ("column", "column_A", "column_B", "key", "rank", "order_by", "item")
@@ -913,8 +1090,9 @@ def validate(spark: "SparkSession", cfg: Config, table: str, run_date: dt.date,
     try:
         # The first aggregate fills the cache; GX and the Spark checks then read cached rows.
         checks = _resolved_checks(suite, cfg, parameters)
-        ctx = _CheckContext(spark, cfg, table_spec, run_date, partition, checks, _listed_columns(suite))
-        results, gx_result = _validate_gx(partition, table, suite, parameters)
+        ctx = _CheckContext(spark, cfg, table_spec, run_date, partition, checks, _listed_columns(suite),
+                            QualityParams.from_config(cfg), (suite.meta or {}).get("optional_fields") or ())
+        results, gx_result = _validate_gx(partition, table, suite, parameters, ctx)
         try:
             results += _validate_spark_checks(ctx, checks)
         finally:
@@ -930,7 +1108,8 @@ def validate(spark: "SparkSession", cfg: Config, table: str, run_date: dt.date,
                       for r in results)
     for result, check_id in zip(results, ids):
         result.check_id = check_id
-    report = ValidationReport(table, run_date, ctx.row_count, results, time.monotonic() - started, gx_result)
+    report = ValidationReport(table, run_date, ctx.row_count, results, time.monotonic() - started, gx_result,
+                              ctx.profile.to_rows())
     log.info("%s", report.summary().splitlines()[0])
     return report
 
@@ -955,14 +1134,19 @@ def _redact(results: Sequence[CheckResult], columns: Iterable[str]) -> None:
                                 "values": [REDACTED if v is not None else None for v in r.observed_value["values"]]}
 
 
-def _validate_gx(partition: "DataFrame", table: str, suite, parameters) -> tuple[list[CheckResult], Any]:
+def _validate_gx(partition: "DataFrame", table: str, suite, parameters,
+                 ctx: "_CheckContext | None" = None) -> tuple[list[CheckResult], Any]:
     present = set(partition.columns)
     checks_column_set = any(e.expectation_type == "expect_table_columns_to_match_set" for e in suite.expectations)
-    runnable, missing_columns = [], {}
+    runnable, missing_columns, absent = [], {}, {}
     for position, expectation in enumerate(suite.expectations):
-        missing = [c for c in _check_columns(expectation.configuration.kwargs) if c not in present]
+        columns = _check_columns(expectation.configuration.kwargs)
+        missing = [c for c in columns if c not in present]
+        reason = _absent_reason(ctx, columns, expectation.configuration.meta) if ctx and not missing else None
         if missing:
             missing_columns[position] = missing
+        elif reason:
+            absent[position] = reason
         else:
             runnable.append(position)
     outcome, by_id = None, {}
@@ -981,6 +1165,9 @@ def _validate_gx(partition: "DataFrame", table: str, suite, parameters) -> tuple
             reason = {"missing_columns": missing_columns[position]}
             results.append(CheckResult(**base, success=checks_column_set, skipped=checks_column_set,
                                        observed_value=reason))
+            continue
+        if position in absent:  # not failed and not faked: the dataset has no such field
+            results.append(CheckResult(**base, success=True, skipped=True, observed_value={"skipped": absent[position]}))
             continue
         gx_result = by_id[str(position)]
         info = gx_result.exception_info or {}
@@ -1002,9 +1189,29 @@ def _spark_label(kwargs: Mapping[str, Any]) -> str | None:
 
 
 def _resolved_checks(suite, cfg: Config, parameters: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The suite's Spark checks with parameter and config references replaced by values."""
-    return [{**check, "kwargs": {k: _resolve(v, cfg, parameters) for k, v in (check.get("kwargs") or {}).items()}}
-            for check in (suite.meta or {}).get("spark_checks", [])]
+    """The suite's Spark checks with parameter and config references (in kwargs and severity) replaced by values."""
+    checks = []
+    for check in (suite.meta or {}).get("spark_checks", []):
+        meta = dict(check.get("meta") or {})
+        if isinstance(meta.get("severity"), Mapping):
+            setting = meta["severity"]["$config"]
+            meta["severity"] = _resolve(meta["severity"], cfg, parameters)
+            if meta["severity"] not in SEVERITIES:
+                raise ConfigError(f"{setting} is '{meta['severity']}' (the severity of {suite.name}'s "
+                                  f"{check['type']} check); use one of {SEVERITIES}")
+        kwargs = {k: _resolve(v, cfg, parameters) for k, v in (check.get("kwargs") or {}).items()}
+        checks.append({**check, "meta": meta, "kwargs": kwargs})
+    return checks
+
+
+def _absent_reason(ctx: "_CheckContext", columns: Iterable[str], meta: Mapping[str, Any] | None) -> str | None:
+    """Why a check cannot run on this dataset: a column it checks, or a field it `requires` (meta.requires,
+    e.g. silver.events.rating under an average rating), is absent in the dataset; None when it can run."""
+    for reference in [*columns, *((meta or {}).get("requires") or [])]:
+        reason = ctx.absent_field(reference)
+        if reason:
+            return reason
+    return None
 
 
 def _validate_spark_checks(ctx: _CheckContext, checks: Sequence[Mapping[str, Any]]) -> list[CheckResult]:
@@ -1016,10 +1223,15 @@ def _validate_spark_checks(ctx: _CheckContext, checks: Sequence[Mapping[str, Any
                     severity=_severity(check.get("meta")), source="spark", kwargs=_jsonable(kwargs),
                     check_id=check.get("id", ""))
         missing = [c for c in _check_columns(kwargs) if c not in present]
+        absent = None if missing else _absent_reason(ctx, _check_columns(kwargs), check.get("meta"))
         if missing:
             finding = _skip(f"missing columns {missing}")
+        elif absent:
+            finding = _skip(absent)
         else:
             finding = SPARK_CHECKS[check["type"]](ctx, **kwargs)
+        if finding.severity:
+            base["severity"] = finding.severity
         results.append(CheckResult(**base, success=finding.success, observed_value=_jsonable(finding.observed),
                                    unexpected_count=finding.unexpected_count, sample=finding.sample,
                                    skipped=finding.skipped))
@@ -1035,7 +1247,8 @@ def _as_reports(reports: "ValidationReport | Iterable[ValidationReport]") -> lis
 
 
 def record(spark: "SparkSession", cfg: Config, report: "ValidationReport | Iterable[ValidationReport]") -> int:
-    """Replace the results of these tables and dates in ops.validation_results; one Delta commit."""
+    """Replace the results of these tables and dates in ops.validation_results (one Delta commit), and
+    their field profiles in ops.field_profile; returns the result rows written."""
     reports = _as_reports(report)
     if not reports:
         return 0
@@ -1047,9 +1260,15 @@ def record(spark: "SparkSession", cfg: Config, report: "ValidationReport | Itera
         for rep in reports for r in rep.results
     ]
     tables = sorted({rep.table for rep in reports})
+    dates = {rep.run_date for rep in reports}
+    predicate = "table_name IN ({})".format(", ".join(repr(t) for t in tables))
     frame = spark.createDataFrame(rows, RESULTS_SCHEMA)
-    return replace_dates(frame, cfg, RESULTS_TABLE, {rep.run_date for rep in reports},
-                         extra_predicate="table_name IN ({})".format(", ".join(repr(t) for t in tables)))
+    written = replace_dates(frame, cfg, RESULTS_TABLE, dates, extra_predicate=predicate)
+    history_days = QualityParams.from_config(cfg).history_days
+    profile = [(rep.run_date, rep.table, f["column"], f["non_null_share"], f["non_null_rows"], rep.row_count,
+                f["status"], history_days, now) for rep in reports for f in rep.fields]
+    replace_dates(spark.createDataFrame(profile, FIELDS_SCHEMA), cfg, FIELDS_TABLE, dates, extra_predicate=predicate)
+    return written
 
 
 def docs_dir(cfg: Config) -> Path:
@@ -1096,13 +1315,22 @@ def _report_page(data: Mapping[str, Any], gx_page: str | None) -> str:
             f"<td>{html.escape(r['source'])}</td><td>{html.escape(r['severity'])}</td>"
             f"<td><code>{html.escape(json.dumps(r['observed_value'], ensure_ascii=False, default=str))}</code>"
             f"</td><td>{sample}</td></tr>")
+    fields = "".join(
+        f"<tr><td>{html.escape(f['column'])}</td><td>{'' if f['non_null_share'] is None else f['non_null_share']}</td>"
+        f"<td class='{'skip' if f['status'] == ABSENT else 'fail' if f['status'] == MISSING_TODAY else ''}'>"
+        f"{html.escape(f['status'].replace('_', ' '))}</td></tr>" for f in data.get("fields", []))
+    if fields:
+        fields = ("<h2>Fields</h2><p>Share of rows with a value. A field <em>absent in this dataset</em> has no value "
+                  "today nor in the history window: checks that need it are skipped. One <em>missing today</em> had "
+                  "values before: its checks run.</p><table><tr><th>field</th><th>non-null share</th><th>status</th>"
+                  "</tr>" + fields + "</table>")
     verdict = "<span class='pass'>passed</span>" if data["success"] else "<span class='fail'>FAILED</span>"
     link = f" · <a href='{html.escape(gx_page)}'>GX data docs page</a>" if gx_page else ""
     body = (f"<p><a href='../index.html'>all validations</a>{link}</p>"
             f"<h1>{html.escape(data['table'])} · {data['run_date']}</h1>"
             f"<p>{verdict} · {data['row_count']:,} rows · {len(data['results'])} checks · {data['seconds']} s</p>"
             "<table><tr><th>status</th><th>check</th><th>by</th><th>severity</th><th>observed</th>"
-            "<th>sample of bad rows</th></tr>" + "".join(rows) + "</table>")
+            "<th>sample of bad rows</th></tr>" + "".join(rows) + "</table>" + fields)
     return _page(f"{data['table']} {data['run_date']}", body)
 
 

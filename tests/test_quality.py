@@ -61,6 +61,11 @@ def test_every_suite_loads_and_names_only_known_parameters_and_columns(cfg):
                     assert value["$PARAMETER"] in parameters, (table, value)
                 if name in ("column", "key", "rank", "order_by", "item"):
                     assert value in schema, (table, check)
+        # Fields a dataset may lack are contract fields; a field a check requires is layer.table.column.
+        assert set(suite.meta.get("optional_fields", [])) <= schema, table
+        for item in suite.expectations:
+            for required in (item.configuration.meta or {}).get("requires", []):
+                assert required.rpartition(".")[0] in suite_tables(), (table, required)
         unlisted = [c for c in suite.meta["spark_checks"] if c["type"] == "unlisted_columns"]
         assert len(unlisted) == 1, table
         optional = set(unlisted[0]["kwargs"].get("optional", []))
@@ -81,7 +86,11 @@ def test_every_check_states_its_severity():
     for table in SUITES:
         data = json.loads(suite_path(table).read_text())
         for item in data["expectations"] + data["meta"]["spark_checks"]:
-            assert item.get("meta", {}).get("severity") in ("error", "warn"), (table, item)
+            severity = item.get("meta", {}).get("severity")
+            if isinstance(severity, dict):  # a spark check may take it from a setting, typed in QualityParams
+                assert item in data["meta"]["spark_checks"] and severity == {"$config": "quality.constant_severity"}
+                continue
+            assert severity in ("error", "warn"), (table, item)
 
 
 def test_quarantine_reasons_cover_the_contract_and_the_steps_constants(cfg):
@@ -213,7 +222,9 @@ ITEMS_SCHEMA = ("item_id string, title string, category_path string, category st
 
 
 def item_rows(day: dt.date) -> list[tuple]:
-    return [(f"i{i}", f"item {i}", "electronics>headphones", "electronics", "Sony", 10.0 * i, day) for i in range(1, 9)]
+    """i1..i7 electronics and i8 beauty: the profile's interest tags name categories that have items."""
+    return [(f"i{i}", f"item {i}", "beauty>skincare" if i == 8 else "electronics>headphones",
+             "beauty" if i == 8 else "electronics", "Sony", 10.0 * i, day) for i in range(1, 9)]
 
 
 ITEM_FEATURES_SCHEMA = ("item_id string, category string, brand string, price double, views_30d long, "
@@ -527,8 +538,7 @@ def _events_defect(spark, defect: str):
     ("duplicate_key", "expect_column_values_to_be_unique(event_id)"),
     ("unknown_event_type", "expect_column_values_to_be_in_set(event_type)"),
     ("dropped_column", "expect_table_columns_to_match_set"),
-    ("half_the_rows", "row_count_vs_previous"),
-    ("drifted_prices", "mean_vs_previous(price)"),
+    ("drifted_prices", "mean_band(price)"),
 ])
 def test_silver_events(spark, lake, defect, check_id):
     from jobs.quality import validate
@@ -537,17 +547,23 @@ def test_silver_events(spark, lake, defect, check_id):
         report = validate(spark, lake, "silver.events", D)
         assert report.success and failures(report) == set(), report.summary()
         assert report.row_count == 40
-        assert report.result("row_count_vs_previous").observed_value["ratio"] == 1.0
+        # Two earlier days (40 rows on P, 6 on EARLIER): a band, but too little history to fail on.
+        volume = report.result("row_count_band").observed_value
+        assert volume["history_days"] == 2 and volume["method"] == "median" and volume["allowed"][0] == 0.0
+        assert "quality.min_history_days" in volume["note"]
         assert not report.result("freshness(ts)").skipped
         assert report.result("psi_vs_previous(event_type)").observed_value["psi"] == pytest.approx(0, abs=1e-6)
         return
     report = validate(spark, lake, "silver.events", D, df=_events_defect(spark, defect))
+    if defect == "drifted_prices":  # outside the band of the two earlier days' means, but two days only warn
+        assert failures(report) == {check_id} and report.success, report.summary()
+        assert report.result(check_id).severity == "warn"
+        assert "quality.min_history_days" in report.result(check_id).observed_value["note"]
+        return
     assert_only(report, check_id)
     if defect == "dropped_column":
         assert report.result(check_id).observed_value == {"missing": ["geo"]}
         assert report.result("expect_column_values_to_be_of_type(geo)").skipped
-    if defect == "half_the_rows":
-        assert report.result(check_id).observed_value["ratio"] == 0.5
     if defect == "unknown_event_type":
         assert report.result(check_id).sample[0]["event_type"] == "teleport"
 
@@ -796,6 +812,99 @@ def test_publish_user_profile(spark, lake, defect, check_id):
     assert_only(report, check_id)
     if defect == "user_not_in_silver":
         assert report.result(check_id).sample[0]["user_key"] == key("stranger")
+
+
+def with_value(rows: list[tuple], column: str, value) -> list[tuple]:
+    """Profile rows with `column` set to `value` in every row."""
+    for i in range(len(rows)):
+        rows = replace_column(rows, PROFILE_SCHEMA, i, column, value)
+    return rows
+
+
+def varied_profile_rows(day: dt.date, embedding_dim: int) -> list[tuple]:
+    """Four users whose segment, price band and activity level differ: a profile that makes sense."""
+    names = segment_names()
+    segments, bands, levels = list(names), ["budget", "mid", "premium"], ["high", "medium", "low"]
+    keys = (U1, U2, U3, U4)
+    return [(k, day, "25-34", "F", "Chengdu", [("electronics", 0.8), ("beauty", 0.4)], ["electronics"],
+             bands[i % 3], 1.02, levels[i % 3], 4.5, segments[i % len(segments)], names[segments[i % len(segments)]],
+             0.25, 120.5, [0.1] * embedding_dim, "3", "1") for i, k in enumerate(keys)]
+
+
+@pytest.fixture(scope="module")
+def nonsense_cfg(lake) -> Config:
+    """The test lake with constant columns judged above 3 users (the four of varied_profile_rows)."""
+    data = copy.deepcopy(dict(lake.data))
+    data["quality"]["constant_min_users"] = 3
+    return Config(profile=lake.profile, root=lake.root, data=data)
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("defect, expected", [
+    (None, {}),
+    ("tag_without_items", {"array_exists_in(interest_tags.tag)": "error"}),
+    ("top_category_without_items", {"array_exists_in(top_categories)": "error"}),
+    ("one_price_band", {"not_constant(price_band)": "warn"}),
+    ("one_price_band_as_error", {"not_constant(price_band)": "error"}),
+    ("one_segment", {"not_constant(segment_id)": "warn"}),
+    ("churn_without_its_event", {"churn_event_present(churn_risk)": "error"}),
+])
+def test_nonsense_outputs_are_caught(spark, lake, nonsense_cfg, defect, expected):
+    """Valid-looking outputs that say nothing: a tag for a category without items, one band for everybody,
+    a churn risk on data without the event churn is defined on. Each fires alone; none fires on a good profile."""
+    from jobs.quality import validate
+
+    rows = varied_profile_rows(D, int(lake.get("model.embedding_dim")))
+    cfg = nonsense_cfg
+    if defect == "tag_without_items":
+        rows = replace_column(rows, PROFILE_SCHEMA, 2, "interest_tags", [("electronics", 0.8), ("garden", 0.3)])
+    elif defect == "top_category_without_items":
+        rows = replace_column(rows, PROFILE_SCHEMA, 4, "top_categories", ["toys"])
+    elif defect in ("one_price_band", "one_price_band_as_error"):
+        rows = with_value(rows, "price_band", "unknown")
+        if defect.endswith("as_error"):
+            data = copy.deepcopy(dict(cfg.data))
+            data["quality"]["constant_severity"] = "error"
+            cfg = Config(profile=cfg.profile, root=cfg.root, data=data)
+    elif defect == "one_segment":
+        names = segment_names()
+        first = next(iter(names))
+        rows = with_value(with_value(rows, "segment_id", first), "segment_name", names[first])
+    elif defect == "churn_without_its_event":  # churn defined on an event type the shop never sends
+        data = copy.deepcopy(dict(cfg.data))
+        data.setdefault("model", {})["churn_events"] = ["subscribe"]
+        cfg = Config(profile=cfg.profile, root=cfg.root, data=data)
+    report = validate(spark, cfg, "publish.user_profile", D, df=spark.createDataFrame(rows, PROFILE_SCHEMA))
+    fired = {r.check_id: r.severity for r in report.results if r.failed}
+    assert fired == expected, report.summary()
+    assert report.success == ("error" not in expected.values())
+    if defect == "tag_without_items":
+        observed = report.result("array_exists_in(interest_tags.tag)").observed_value
+        assert observed == {"values_not_in_silver.items.category": ["garden"], "elements": 1}
+        assert report.result("array_exists_in(interest_tags.tag)").sample[0]["user_key"] == U3
+    if defect == "one_price_band":
+        assert report.result("not_constant(price_band)").observed_value == {"distinct_values": ["unknown"], "rows": 4}
+    if defect == "churn_without_its_event":
+        observed = report.result("churn_event_present(churn_risk)").observed_value
+        assert observed["churn_events"] == ["subscribe"] and observed["found_in_window"] is False
+    if defect is None:  # with the default quality.constant_min_users (50) four users are too few to judge
+        default = validate(spark, lake, "publish.user_profile", D,
+                           df=spark.createDataFrame(with_value(rows, "price_band", "mid"), PROFILE_SCHEMA))
+        assert default.result("not_constant(price_band)").skipped
+        assert "quality.constant_min_users" in default.result("not_constant(price_band)").observed_value["skipped"]
+
+
+@pytest.mark.spark
+def test_a_churn_risk_not_published_is_not_judged(spark, lake):
+    """No churn risk at all (and never before): the field is absent, its checks are skipped with the reason."""
+    from jobs.quality import validate
+
+    rows = with_value(profile_rows(D, int(lake.get("model.embedding_dim"))), "churn_risk", None)
+    report = validate(spark, lake, "publish.user_profile", D, df=spark.createDataFrame(rows, PROFILE_SCHEMA))
+    assert report.success and failures(report) == set(), report.summary()
+    assert report.result("churn_event_present(churn_risk)").skipped
+    assert report.result("expect_column_values_to_not_be_null(churn_risk)").skipped
+    assert "absent_in_dataset" in {f["status"] for f in report.fields if f["column"] == "churn_risk"}
 
 
 RECS_SCHEMA = ("user_key string, as_of_date date, rank int, item_id string, score double, reason string, "

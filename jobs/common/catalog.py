@@ -76,6 +76,9 @@ _SPECS = [
               "Every `portrait forget` request: the pseudonym, when, who and why, and rows removed per table."),
     TableSpec("ops.validation_results", ("run_date",), ("table_name", "check_id"),
               "One row per check of every validated table and date: severity, outcome, observed value, bad rows."),
+    TableSpec("ops.field_profile", ("run_date",), ("table_name", "column_name"),
+              "Per validated table, date and contract field: the share of rows with a value, and whether the "
+              "dataset has the field at all (present, missing_today, absent_in_dataset)."),
 ]
 
 TABLES: dict[str, TableSpec] = {spec.name: spec for spec in _SPECS}
