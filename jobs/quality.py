@@ -160,7 +160,8 @@ class ValidationReport:
                 f"({len(self.errors)} errors, {len(self.warnings)} warnings, {len(self.results)} checks, "
                 f"{self.row_count:,} rows)")
         lines = [head]
-        absent, missing = self.fields_with(ABSENT), self.fields_with(MISSING_TODAY)
+        absent = [f["column"] for f in self.fields if f["status"] == ABSENT and f.get("optional")]
+        missing = self.fields_with(MISSING_TODAY)
         skipped = sum(1 for r in self.results if r.skipped and "absent in this dataset" in str(r.observed_value))
         if absent or skipped:
             lines.append(f"  fields absent in this dataset: {', '.join(absent) or 'none of this table'}; "
@@ -432,7 +433,8 @@ class _CheckContext:
         empty = [c for c, n in non_null.items() if n == 0] if self.row_count else []
         before = has_values_in_history(self.spark, self.cfg, baseline_table(self.table.name), empty, self.run_date,
                                        self.params.history_days) if empty else {}
-        return FieldProfile(self.table.name, self.run_date, self.row_count, non_null, self.params.history_days, before)
+        return FieldProfile(self.table.name, self.run_date, self.row_count, non_null, self.params.history_days, before,
+                            frozenset(self.optional_fields))
 
     def history(self, mean_of: str | None = None) -> dict[dt.date, tuple[int, float | None]]:
         """Rows (and a column's mean) per day of the table in the history window before the date."""
@@ -445,8 +447,7 @@ class _CheckContext:
         """Why a check needing `reference` (a column of this table, or layer.table.column) cannot run, if so."""
         layer_table, _, column = reference.rpartition(".")
         if not layer_table or layer_table == self.table.name:
-            absent = column in self.optional_fields and self.profile.absent(column)
-            return self.profile.reason(column) if absent else None
+            return self.profile.reason(column) if self.profile.absent(column) else None
         if reference not in self._absent_elsewhere:
             found = has_values_in_history(self.spark, self.cfg, self.same_day(layer_table), [column], self.run_date,
                                           self.params.history_days, include_run_date=True)
@@ -948,8 +949,10 @@ def _check_churn_event_present(ctx: _CheckContext, column: str, event_types: Seq
     and the score meaningless."""
     from pyspark.sql import functions as F
 
-    scored = int(ctx.stats.get(f"non_null__{column}") or 0) if f"non_null__{column}" in ctx.stats else \
-        ctx.partition.where(F.col(column).isNotNull()).count()
+    if f"non_null__{column}" in ctx.stats:  # the profile's count, when the suite lists the column
+        scored = int(ctx.stats[f"non_null__{column}"] or 0)
+    else:
+        scored = ctx.partition.where(F.col(column).isNotNull()).count()
     if scored == 0:
         return _skip(f"no {column} published on {ctx.run_date}")
     if not ctx.exists(events_table):

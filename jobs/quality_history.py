@@ -218,6 +218,7 @@ class FieldProfile:
     non_null: dict[str, int]
     history_days: int
     had_values: dict[str, bool] = field(default_factory=dict)  # in the history window; for fields empty today
+    optional: frozenset[str] = frozenset()  # the suite's optional_fields: the only ones whose checks may be skipped
 
     def share(self, column: str) -> float | None:
         return None if not self.rows else round(self.non_null[column] / self.rows, 6)
@@ -230,7 +231,8 @@ class FieldProfile:
         return MISSING_TODAY if self.had_values.get(column) else ABSENT
 
     def absent(self, column: str) -> bool:
-        return column in self.non_null and self.status(column) == ABSENT
+        """An optional field the dataset does not have: checks on it are skipped."""
+        return column in self.optional and column in self.non_null and self.status(column) == ABSENT
 
     def reason(self, column: str) -> str:
         return (f"{self.table}.{column} is absent in this dataset: no value on {self.run_date} "
@@ -238,7 +240,7 @@ class FieldProfile:
 
     def to_rows(self) -> list[dict[str, Any]]:
         return [{"column": c, "non_null_share": self.share(c), "non_null_rows": self.non_null[c],
-                 "status": self.status(c)} for c in self.non_null]
+                 "status": self.status(c), "optional": c in self.optional} for c in self.non_null]
 
 
 def has_values_in_history(spark: "SparkSession", cfg: Config, table: str, columns: Iterable[str], run_date: dt.date,
