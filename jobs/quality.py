@@ -34,8 +34,8 @@ from jobs.quality_history import (
     FieldProfile,
     QualityParams,
     daily_values,
-    mean_band,
     has_values_in_history,
+    mean_band,
     volume_band,
     volume_observed,
 )
@@ -419,7 +419,10 @@ class _CheckContext:
         self.stats = self._aggregate(partition)
         self.row_count = int(self.stats["rows"])
         self.profile = self._profile(profiled)
-        self._history: dict[str | None, dict[dt.date, tuple[int, float | None]]] = {}
+        # The columns whose daily means the drift bands learn from: one pass over the history for all of them.
+        self._band_means = [c["kwargs"]["column"] for c in checks if c["type"] == "mean_band"
+                            and isinstance((c.get("kwargs") or {}).get("column"), str)]
+        self._history: dict[dt.date, dict[str, Any]] | None = None
         self._absent_elsewhere: dict[str, bool] = {}
         self._previous: "DataFrame | None | bool" = False
         self._previous_stats: dict[str, Any] | None = None
@@ -436,12 +439,12 @@ class _CheckContext:
         return FieldProfile(self.table.name, self.run_date, self.row_count, non_null, self.params.history_days, before,
                             frozenset(self.optional_fields))
 
-    def history(self, mean_of: str | None = None) -> dict[dt.date, tuple[int, float | None]]:
-        """Rows (and a column's mean) per day of the table in the history window before the date."""
-        if mean_of not in self._history:
-            self._history[mean_of] = daily_values(self.spark, self.cfg, baseline_table(self.table.name),
-                                                  self.run_date, self.params.history_days, mean_of)
-        return self._history[mean_of]
+    def history(self) -> dict[dt.date, dict[str, Any]]:
+        """Per day of the table in the history window before the date: its rows and the drift bands' means."""
+        if self._history is None:
+            self._history = daily_values(self.spark, self.cfg, baseline_table(self.table.name), self.run_date,
+                                         self.params.history_days, self._band_means)
+        return self._history
 
     def absent_field(self, reference: str) -> str | None:
         """Why a check needing `reference` (a column of this table, or layer.table.column) cannot run, if so."""
@@ -882,12 +885,19 @@ def _band_finding(ctx: _CheckContext, band: Band, observed: dict[str, Any]) -> _
     return _Finding(band.inside, observed, severity=WARN)
 
 
-def _check_row_count_band(ctx: _CheckContext, min_ratio: float | None = None) -> _Finding:
+def _check_row_count_band(ctx: _CheckContext, min_ratio: float | None = None,
+                          spike_severity: str | None = None) -> _Finding:
     """The day's rows are inside the band learned from the table's own recent days (jobs/quality_history.py);
-    `min_ratio` is the narrowest band (expected / or x it), quality.volume_min_ratio when not given."""
-    history = {day: rows for day, (rows, _) in ctx.history().items()}
+    `min_ratio` is the narrowest band (expected / or x it), quality.volume_min_ratio when not given.
+    `spike_severity` (warn) reports a day above the band at that severity: a busy day is rarely lost data."""
+    history = {day: values["rows"] for day, values in ctx.history().items()}
     band = volume_band(history, ctx.run_date, ctx.row_count, ctx.params, min_ratio)
-    return _band_finding(ctx, band, volume_observed(band))
+    finding = _band_finding(ctx, band, volume_observed(band))
+    if spike_severity and not finding.success and band.high is not None and band.value > band.high:
+        if spike_severity not in SEVERITIES:
+            raise ConfigError(f"row_count_band spike_severity is '{spike_severity}'; use one of {SEVERITIES}")
+        finding.severity = WARN if finding.severity == WARN else spike_severity
+    return finding
 
 
 def _check_mean_band(ctx: _CheckContext, column: str) -> _Finding:
@@ -895,7 +905,7 @@ def _check_mean_band(ctx: _CheckContext, column: str) -> _Finding:
     mean = ctx.stats.get(f"mean__{column}")
     if mean is None:
         return _skip(f"no {column} value on {ctx.run_date}")
-    history = {day: m for day, (_, m) in ctx.history(column).items() if m is not None}
+    history = {day: values[column] for day, values in ctx.history().items() if values.get(column) is not None}
     band = mean_band(history, ctx.run_date, float(mean), ctx.params)
     observed = {"mean": round(float(mean), 6), "history_days": band.history_days, "method": band.method}
     if band.expected is not None:

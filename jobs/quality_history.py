@@ -90,8 +90,8 @@ class QualityParams:
 
 
 def daily_values(spark: "SparkSession", cfg: Config, table: str, run_date: dt.date, days: int,
-                 mean_of: str | None = None) -> dict[dt.date, tuple[int, float | None]]:
-    """Rows (and the mean of `mean_of`) per date of `table` in the `days` days before `run_date`.
+                 means_of: Sequence[str] = ()) -> dict[dt.date, dict[str, Any]]:
+    """Per date of `table` in the `days` days before `run_date`: {"rows": n, <column>: mean, ...}, in one pass.
 
     Counted by the table's date column, read as Delta: a load that wrote many days in one commit
     (a history file, a run with collect_days > 1) still gives each day its own count.
@@ -105,11 +105,12 @@ def daily_values(spark: "SparkSession", cfg: Config, table: str, run_date: dt.da
     date_column = spec(table).date_column
     frame = spark.read.format("delta").load(table_path(cfg, table)).where(
         (F.col(date_column) >= F.lit(run_date - dt.timedelta(days=days))) & (F.col(date_column) < F.lit(run_date)))
+    present = set(frame.columns)
     aggregates = [F.count(F.lit(1)).alias("rows")]
-    if mean_of is not None:
-        aggregates.append(F.avg(F.col(mean_of)).alias("mean"))
+    aggregates += [F.avg(F.col(c)).alias(f"mean__{c}") for c in dict.fromkeys(means_of) if c in present]
     rows = frame.groupBy(F.col(date_column).alias("day")).agg(*aggregates).collect()
-    return {r["day"]: (int(r["rows"]), r["mean"] if mean_of is not None else None) for r in rows}
+    return {r["day"]: {"rows": int(r["rows"]), **{c: r[f"mean__{c}"] for c in means_of if c in present}}
+            for r in rows}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -181,13 +182,21 @@ def volume_band(history_rows: Mapping[dt.date, int], run_date: dt.date, rows: in
                 min_ratio: float | None = None) -> Band:
     """The band of a day's row count, learned on log(1 + rows): growth and weekly swings are multiplicative.
 
-    It is never narrower than expected / or x `min_ratio` (default quality.volume_min_ratio).
+    It is never narrower than expected / or x `min_ratio` (default quality.volume_min_ratio), nor than the
+    counting noise of a small table: `band_mad_multiplier` / sqrt(expected rows) (a Poisson count's relative
+    deviation), so that a table of a dozen rows a day is not failed for a day of thirty.
     """
     ratio = params.volume_min_ratio if min_ratio is None else float(min_ratio)
     if ratio < 1:
         raise ConfigError(f"a row_count_band min_ratio is a factor of at least 1, got {ratio}")
     logged = {d: math.log1p(n) for d, n in history_rows.items()}
-    return learn_band(logged, run_date, math.log1p(rows), params, math.log(ratio))
+    band = learn_band(logged, run_date, math.log1p(rows), params, math.log(ratio))
+    if band.expected is not None:
+        noise = params.band_mad_multiplier / math.sqrt(max(math.expm1(band.expected), 1.0))
+        if band.high - band.expected < noise:  # type: ignore[operator]
+            band.low, band.high = band.expected - noise, band.expected + noise
+            band.method += ", counting noise"
+    return band
 
 
 def volume_observed(band: Band) -> dict[str, Any]:

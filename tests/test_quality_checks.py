@@ -84,6 +84,16 @@ def test_a_noisy_history_widens_the_band(cfg):
     assert not volume_band(steady, SAT, 230, params(cfg)).inside
 
 
+def test_a_small_table_is_allowed_its_counting_noise_and_a_large_one_is_not(cfg):
+    from jobs.quality_history import volume_band
+
+    small = {SAT - dt.timedelta(days=i): 12 for i in range(1, 15)}
+    large = {d: 1200 for d in small}
+    assert volume_band(small, SAT, 30, params(cfg)).inside  # 2.5x a dozen: noise
+    assert not volume_band(small, SAT, 2, params(cfg)).inside
+    assert not volume_band(large, SAT, 3000, params(cfg)).inside  # 2.5x twelve hundred: not noise
+
+
 def test_quality_settings_are_checked_once_by_name(cfg):
     from jobs.common.errors import ConfigError
     from jobs.quality_history import QualityParams
@@ -107,6 +117,8 @@ SUITE = {
         "optional_fields": ["price", "rating"],
         "spark_checks": [
             {"type": "row_count_band", "kwargs": {}, "meta": {"severity": "error"}},
+            {"id": "spikes_only_warn", "type": "row_count_band", "kwargs": {"spike_severity": "warn"},
+             "meta": {"severity": "error"}},
             {"type": "row_count_vs_previous", "kwargs": {"min_ratio": 0.6, "max_ratio": 3.0},
              "meta": {"severity": "warn", "notes": "the old fixed rule, for contrast"}},
             {"type": "mean_band", "kwargs": {"column": "price"}, "meta": {"severity": "error"}},
@@ -171,11 +183,23 @@ def test_validate_fails_a_real_collapse_and_a_price_drift(spark, own):
 
     report = validate(spark, own, "silver.events", SAT,
                       df=spark.createDataFrame(events(SAT, 8, price=25.0), EVENTS_SCHEMA))
-    assert [r.check_id for r in report.errors] == ["row_count_band", "mean_band(price)"], report.summary()
+    assert [r.check_id for r in report.errors] == ["row_count_band", "spikes_only_warn", "mean_band(price)"], \
+        report.summary()
     status, observed = check(report, "row_count_band")
-    assert status == "error" and observed["rows"] == 8 and observed["allowed"] == [26.3, 60.5]
+    # 40 expected rows: counting noise (4 / sqrt(40) on the log scale) is wider than quality.volume_min_ratio.
+    assert status == "error" and observed["rows"] == 8 and observed["allowed"] == [20.8, 76.2]
+    assert observed["method"] == "trend and day of week (4 past Saturdays), counting noise"
     status, observed = check(report, "mean_band(price)")
     assert status == "error" and observed["expected"] == 10.0 and observed["allowed"] == [9.0, 11.0]
+
+
+@pytest.mark.spark
+def test_a_day_above_the_band_fails_unless_spikes_only_warn(spark, own):
+    from jobs.quality import validate
+
+    report = validate(spark, own, "silver.events", SAT, df=spark.createDataFrame(events(SAT, 200), EVENTS_SCHEMA))
+    assert check(report, "row_count_band")[0] == "error" and check(report, "spikes_only_warn")[0] == "warn"
+    assert [r.check_id for r in report.errors] == ["row_count_band"]
 
 
 @pytest.mark.spark
@@ -186,7 +210,8 @@ def test_with_too_little_history_a_band_only_warns(spark, own):
                       df=spark.createDataFrame(events(LONELY, 40), EVENTS_SCHEMA))
     status, observed = check(report, "row_count_band")
     assert status == "warn" and observed["history_days"] == 3 and "quality.min_history_days is 7" in observed["note"]
-    assert report.success and [r.check_id for r in report.warnings] == ["row_count_band", "row_count_vs_previous"]
+    assert report.success and [r.check_id for r in report.warnings] == ["row_count_band", "spikes_only_warn",
+                                                                        "row_count_vs_previous"]
     # The first day of a table has nothing to learn from: skipped, not failed.
     first = validate(spark, own, "silver.events", dt.date(2030, 1, 1),
                      df=spark.createDataFrame(events(dt.date(2030, 1, 1), 5), EVENTS_SCHEMA))
