@@ -132,6 +132,8 @@ def evaluate(
     test_days: Optional[int] = typer.Option(None, help="temporal: days held out after the cut-off (evaluate.test_days)"),
     rescore: bool = typer.Option(False, "--rescore", help="score a finished evaluation's run again, without "
                                  "landing or running the pipeline"),
+    baselines_only: bool = typer.Option(False, "--baselines-only", help="no landing, no pipeline: only the "
+                                        "baselines, trained on the training interactions as the dataset gives them"),
 ) -> None:
     """Split a dataset before it lands, run the real pipeline on the training part, and score
     publish.recommendations and four baselines (popularity, co-occurrence, ALS, EASE) on the held-out part.
@@ -147,7 +149,8 @@ def evaluate(
         extra["PORTRAIT__EVALUATE__LEAVE_LAST_OUT"] = "true"
     if test_days is not None:
         extra["PORTRAIT__EVALUATE__TEST_DAYS"] = str(test_days)
-    run_evaluation(dataset, protocol, load_config(environ={**os.environ, **extra}), echo=typer.echo, rescore=rescore)
+    run_evaluation(dataset, protocol, load_config(environ={**os.environ, **extra}), echo=typer.echo, rescore=rescore,
+                   baselines_only=baselines_only)
 
 
 @app.command()

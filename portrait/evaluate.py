@@ -249,19 +249,38 @@ def recommenders(params: EvaluateParams) -> dict[str, Callable[["DataFrame", "Da
     }
 
 
+def training_events(interactions: "pd.DataFrame", held_out: "pd.Series", key: bytes, lake: Config) -> "pd.DataFrame":
+    """silver.events-shaped rows (user_key, item_id, event_type, event_date) of the training interactions,
+    for --baselines-only: the event type is the source's constant in collect.sources (else purchase)."""
+    import pandas as pd
+
+    rows = heldout_frame(interactions, ~held_out, key)
+    types = {s: str(lake.get(f"collect.sources.{s}.constants.event_type", "purchase")) for s in rows["source"].unique()}
+    return pd.DataFrame({"user_key": rows["user_key"], "item_id": rows["item_id"],
+                         "event_type": rows["source"].map(types), "event_date": pd.to_datetime(rows["ts"]).dt.date})
+
+
 def score(spark: "SparkSession", lake: Config, heldout_path: Path, run_date: dt.date,
-          params: EvaluateParams) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
-    """({recommender: metrics}, facts about the truth) for the published lists and every baseline."""
+          params: EvaluateParams, train_rows: "pd.DataFrame | None" = None
+          ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """({recommender: metrics}, facts about the truth) for the published lists and every baseline.
+
+    With `train_rows` (--baselines-only) the baselines train on those rows and there is no model row.
+    """
     from pyspark.sql import functions as F
 
     from jobs.common.delta import read_table, table_exists
     from ml.baselines import evaluate_recommender
 
-    for table in ("silver.events", "publish.recommendations"):
-        if not table_exists(spark, lake, table):
-            raise EvaluationError(f"{table} is missing under {lake.lakehouse_root}: the pipeline run did not write it")
-    train = read_table(spark, lake, "silver.events").where(F.col("event_date") <= F.lit(run_date)).select(
-        "user_key", "item_id", "event_type", "event_date").cache()
+    if train_rows is None:
+        for table in ("silver.events", "publish.recommendations"):
+            if not table_exists(spark, lake, table):
+                raise EvaluationError(f"{table} is missing under {lake.lakehouse_root}: the pipeline run did not write it")
+        train = read_table(spark, lake, "silver.events").where(F.col("event_date") <= F.lit(run_date)).select(
+            "user_key", "item_id", "event_type", "event_date").cache()
+    else:
+        train = spark.createDataFrame(train_rows, "user_key string, item_id string, event_type string, "
+                                      "event_date date").cache()
     import pandas as pd
 
     # Through pandas: Spark refuses the nanosecond timestamps pandas writes, and only the pairs matter here.
@@ -270,7 +289,8 @@ def score(spark: "SparkSession", lake: Config, heldout_path: Path, run_date: dt.
     truth = truth_pairs(heldout, train).cache()
     users = truth.select("user_key").distinct()
     catalog_size = train.where(F.col("item_id").isNotNull()).select("item_id").distinct().count()
-    published = read_table(spark, lake, "publish.recommendations").where(F.col("as_of_date") == F.lit(run_date))
+    published = (read_table(spark, lake, "publish.recommendations").where(F.col("as_of_date") == F.lit(run_date))
+                 if train_rows is None else spark.createDataFrame([], "user_key string, item_id string, rank int"))
     facts = {
         "run_date": run_date.isoformat(), "train_events": train.count(), "catalog_items": catalog_size,
         "heldout_rows": heldout.count(), "truth_pairs": truth.count(), "truth_users": users.count(),
@@ -283,13 +303,13 @@ def score(spark: "SparkSession", lake: Config, heldout_path: Path, run_date: dt.
         raise EvaluationError("no held-out pair belongs to a user the pipeline saw in training: check that "
                               "the dataset's user ids reach silver.events unchanged (pseudonymised with the same key)")
     results: dict[str, dict[str, float]] = {}
-    lists = {"model": published.select("user_key", "item_id", "rank")}
+    lists = {} if train_rows is not None else {"model": published.select("user_key", "item_id", "rank")}
     for name, recommend in recommenders(params).items():
         started = time.monotonic()
         lists[name] = recommend(train, users).cache()
         lists[name].count()
         results[name] = {"seconds": round(time.monotonic() - started, 1)}
-    for name in RECOMMENDERS:
+    for name in [r for r in RECOMMENDERS if r in lists]:
         metrics = evaluate_recommender(lists[name], truth, params.k, catalog_size)
         results[name] = {**{m: float(metrics[m]) for m in METRICS}, "users": float(metrics["users"]),
                          "seen_share": seen_share(lists[name], train, params.k), **results.get(name, {})}
@@ -302,7 +322,7 @@ def table_markdown(results: Mapping[str, Mapping[str, float]], k: int) -> str:
     header = (f"| recommender | P@{k} | R@{k} | nDCG@{k} | MAP@{k} | coverage | seen in top {k} | users | "
               "fit+predict (s) |\n|---|---|---|---|---|---|---|---|---|")
     lines = [header]
-    for name in RECOMMENDERS:
+    for name in [r for r in RECOMMENDERS if r in results]:
         r = results[name]
         seconds = r.get("seconds")
         lines.append(f"| {name} | {r['precision_at_k']:.4f} | {r['recall_at_k']:.4f} | {r['ndcg_at_k']:.4f} | "
@@ -356,11 +376,14 @@ def log_to_mlflow(cfg: Config, experiment: str, dataset: str, protocol: str, rec
 
 
 def evaluate(name: str, protocol: str, cfg: Config | None = None, datasets: ModuleType | None = None,
-             echo: Callable[[str], None] = print, rescore: bool = False) -> dict[str, Any]:
+             echo: Callable[[str], None] = print, rescore: bool = False,
+             baselines_only: bool = False) -> dict[str, Any]:
     """The whole evaluation of one dataset and protocol; returns the record it wrote and logged.
 
     `rescore` scores a finished run again (its lakehouse, heldout.parquet and pipeline.log in the work
     folder) without landing or running the pipeline: for new baselines or settings of the scorer.
+    `baselines_only` lands nothing and runs no pipeline: the baselines train on the training
+    interactions as the dataset gives them (no cleaning), and the table has no model row.
     """
     started = time.monotonic()
     cfg = cfg or load_config()
@@ -372,7 +395,8 @@ def evaluate(name: str, protocol: str, cfg: Config | None = None, datasets: Modu
     if name not in known:
         raise ConfigError(f"unknown dataset {name!r}; datasets are: {', '.join(known)}")
     params = EvaluateParams.from_config(cfg)
-    variant = protocol + ("-leave-last-out" if protocol == "temporal" and params.split.leave_last_out else "")
+    variant = protocol + ("-leave-last-out" if protocol == "temporal" and params.split.leave_last_out else "") + (
+        "-baselines-only" if baselines_only else "")
     work = Path(params.work_dir) / f"{name}-{variant}"
     if rescore and not (work / HELDOUT_FILE).is_file():
         raise EvaluationError(f"--rescore needs a finished evaluation in {work}; run without --rescore first")
@@ -388,13 +412,23 @@ def evaluate(name: str, protocol: str, cfg: Config | None = None, datasets: Modu
     from jobs.common.privacy import load_hmac_key
 
     t0 = time.monotonic()
-    prepared = prepare(datasets, name, protocol, params, work, load_hmac_key(lake), land=not rescore)
+    key = load_hmac_key(lake)
+    prepared = prepare(datasets, name, protocol, params, work, key, land=not rescore and not baselines_only)
+    train_rows = None
+    if baselines_only:
+        everything = datasets.interactions(name)
+        usable = everything[everything["user_id"].notna() & everything["item_id"].notna() & everything["ts"].notna()]
+        held_out, _ = split(usable, protocol, params.split)
+        heldout_frame(usable, held_out, key).to_parquet(prepared.heldout, index=False)
+        train_rows = training_events(usable, held_out, key, lake)
     first, last = prepared.first_day, prepared.last_day
     collect_days = (last - first).days + 1
     split_seconds = round(time.monotonic() - t0, 1)
     echo(f"{name}: {prepared.description}; {prepared.held_out:,} of {prepared.interactions:,} interactions held out; "
          f"training days {first}..{last} ({collect_days}) landed in {split_seconds}s")
-    if rescore:
+    if baselines_only:
+        steps = {}
+    elif rescore:
         steps = step_seconds(work / "pipeline.log")
     else:
         echo(f"pipeline: portrait run --date {last} --collect-days {collect_days} (log {work / 'pipeline.log'})")
@@ -405,7 +439,7 @@ def evaluate(name: str, protocol: str, cfg: Config | None = None, datasets: Modu
 
     spark = build_spark(lake, app_suffix="evaluate")
     t0 = time.monotonic()
-    results, facts = score(spark, lake, prepared.heldout, last, params)
+    results, facts = score(spark, lake, prepared.heldout, last, params, train_rows)
     score_seconds = round(time.monotonic() - t0, 1)
     record = {
         "dataset": name, "protocol": variant, "split": prepared.description, "k": params.k,
@@ -413,7 +447,8 @@ def evaluate(name: str, protocol: str, cfg: Config | None = None, datasets: Modu
                                                 "held_out": prepared.held_out, "users": prepared.users},
         "results": results, "step_seconds": {"split_and_land": split_seconds, **steps,
                                              "score_and_baselines": score_seconds},
-        "model_quality": model_quality(env), "wall_seconds": round(time.monotonic() - started, 1),
+        "model_quality": {} if baselines_only else model_quality(env),
+        "wall_seconds": round(time.monotonic() - started, 1),
         "command": f"portrait evaluate --dataset {name} --protocol {protocol}",
         "pipeline_overrides": dict(params.pipeline_overrides),
     }

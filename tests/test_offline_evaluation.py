@@ -256,3 +256,18 @@ def test_real_data_smoke_movielens_sample_through_the_split_and_the_scorer(spark
         assert all(0.0 <= metrics[m] <= 1.0 for m in ("precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k"))
         assert recs.groupBy("user_key").count().where(F.col("count") != 10).count() == 0
         assert seen_share(recs, train, 10) == 0.0
+
+
+def test_baselines_only_trains_on_the_training_interactions_with_the_sources_event_type(tmp_path):
+    from jobs.common.privacy import pseudonymise_py
+    from portrait.evaluate import training_events
+    from tests.conftest import TEST_HMAC_KEY, make_config
+
+    frame = pd.DataFrame([("ratings", 0, "7", "m1", DAY0), ("ratings", 1, "7", "m2", DAY0 + pd.Timedelta(days=1)),
+                          ("orders", 0, "8", "p1", DAY0)], columns=["source", "row", "user_id", "item_id", "ts"])
+    key = TEST_HMAC_KEY.encode()
+    lake = make_config(tmp_path, PORTRAIT__COLLECT__SOURCES__RATINGS__CONSTANTS__EVENT_TYPE="rating")
+    rows = training_events(frame, pd.Series([False, True, False]), key, lake)
+    # Row 1 is held out; a source without a constant event type counts as purchases.
+    assert rows.values.tolist() == [[pseudonymise_py(key, "7"), "m1", "rating", dt.date(2026, 11, 1)],
+                                    [pseudonymise_py(key, "8"), "p1", "purchase", dt.date(2026, 11, 1)]]
