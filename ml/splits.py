@@ -46,7 +46,8 @@ class SplitParams:
 def _check(interactions: "pd.DataFrame") -> None:
     missing = [c for c in INTERACTION_COLUMNS if c not in interactions.columns]
     if missing:
-        raise ValueError(f"interactions lack column(s) {', '.join(missing)}; they need {', '.join(INTERACTION_COLUMNS)}")
+        raise ValueError(f"interactions lack column(s) {', '.join(missing)}; "
+                         f"they need {', '.join(INTERACTION_COLUMNS)}")
     if interactions.duplicated(["source", "row"]).any():
         first = interactions[interactions.duplicated(["source", "row"])].iloc[0]
         raise ValueError(f"interactions name source {first['source']!r} row {first['row']} twice; "
@@ -92,7 +93,8 @@ def leave_last_out(interactions: "pd.DataFrame") -> "pd.Series":
     import pandas as pd
 
     _check(interactions)
-    frame = pd.DataFrame({"user": interactions["user_id"].astype(str), "ts": pd.to_datetime(interactions["ts"], utc=True),
+    frame = pd.DataFrame({"user": interactions["user_id"].astype(str),
+                          "ts": pd.to_datetime(interactions["ts"], utc=True),
                           "source": interactions["source"], "row": interactions["row"]}, index=interactions.index)
     order = frame.sort_values(["user", "ts", "source", "row"], kind="mergesort")
     from_end = order.groupby("user", sort=False).cumcount(ascending=False)

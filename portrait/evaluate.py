@@ -72,7 +72,8 @@ class EvaluateParams:
         max_items = cfg.get("evaluate.ease.max_items")
         return cls(split=SplitParams.from_config(cfg), k=int(cfg.get("recommend.k")),
                    work_dir=cfg.location("evaluate.work_dir"), experiment=str(cfg.get("evaluate.experiment")),
-                   ease_l2=float(cfg.get("evaluate.ease.l2")), ease_max_items=None if max_items is None else int(max_items),
+                   ease_l2=float(cfg.get("evaluate.ease.l2")),
+                   ease_max_items=None if max_items is None else int(max_items),
                    als_rank=int(cfg.get("evaluate.als.rank")), als_max_iter=int(cfg.get("evaluate.als.max_iter")),
                    pipeline_timeout_minutes=int(cfg.get("evaluate.pipeline_timeout_minutes")),
                    pipeline_overrides=dict(cfg.get("evaluate.pipeline_overrides") or {}))
@@ -275,7 +276,8 @@ def score(spark: "SparkSession", lake: Config, heldout_path: Path, run_date: dt.
     if train_rows is None:
         for table in ("silver.events", "publish.recommendations"):
             if not table_exists(spark, lake, table):
-                raise EvaluationError(f"{table} is missing under {lake.lakehouse_root}: the pipeline run did not write it")
+                raise EvaluationError(f"{table} is missing under {lake.lakehouse_root}: "
+                                      "the pipeline run did not write it")
         train = read_table(spark, lake, "silver.events").where(F.col("event_date") <= F.lit(run_date)).select(
             "user_key", "item_id", "event_type", "event_date").cache()
     else:
