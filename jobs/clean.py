@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from jobs.common.audit import write_audit
+from jobs.common.catalogue import CatalogueParams, category_path, item_categories
 from jobs.common.catalog import TABLES, spec, table_path
 from jobs.common.config import Config
 from jobs.common.delta import read_table, replace_dates, table_exists
@@ -20,7 +21,6 @@ from jobs.common.privacy import (
     DEFAULT_AGE_EDGES, Generalisation, load_hmac_key, pseudonymise, pseudonymise_contact,
 )
 from jobs.common.step import StepResult, TableCount
-from jobs.common.taxonomy import PATH_SEPARATOR, TOP_LEVEL
 from jobs.common.text import normalise_text
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ MISSING_VALUE_RULES: dict[str, MissingRule] = {
     "session_id": MissingRule("impute", "own_session", note="a session of its own: 'nosession-' + event_id"),
     "item_id": MissingRule("reject", "unknown_item", ITEM_EVENTS, note="search events carry no item"),
     "price": MissingRule("impute", "item_list_price", PRICED_EVENTS,
-                         note="the item's list price from silver.items (its newest snapshot)"),
+                         note="the item's list price from silver.items (its newest snapshot); null when that has none"),
     "quantity": MissingRule("default", 1, QUANTITY_EVENTS),
     "rating": MissingRule("reject", "rating_out_of_range", ("rating",), note="a rating event needs a rating"),
     "query": MissingRule("keep", note="a search without words still counts as a search"),
@@ -105,18 +105,6 @@ MISSING_VALUE_RULES: dict[str, MissingRule] = {
     "geo": MissingRule("default", "unknown"),
 }
 MISSING_SESSION_PREFIX = "nosession-"
-
-# Other spellings of top-level categories (the public export layout's category_code among them).
-CATEGORY_ALIASES = {
-    "appliances": "home_appliances", "appliance": "home_appliances", "computer": "computers",
-    "electronics.smartphone": "phones", "electronics.telephone": "phones", "phone": "phones",
-    "apparel": "apparel_women", "kids": "baby_kids", "baby": "baby_kids", "sport": "sports_outdoors",
-    "sports": "sports_outdoors", "auto": "automotive", "medicine": "health", "stationery": "office_stationery",
-    "country_yard": "home_living", "home": "home_living", "accessories": "shoes_bags", "shoes": "shoes_bags",
-    "toys": "toys_games", "books": "books_media", "food": "food_beverage", "jewelry": "jewelry_watches",
-    "cosmetics": "beauty", "pet": "pets",
-}
-
 
 @dataclass(frozen=True)
 class CleanParams:
@@ -578,6 +566,8 @@ def transform_users(users: "DataFrame", key: bytes, generalise: Generalisation |
     from pyspark.sql import functions as F
 
     generalise = generalise or Generalisation()
+    users = conform(users, {"age": "long", "gender": "string", "occupation": "string", "city": "string",
+                            "signup_date": "string"})  # all optional (docs/data-contract.md)
     valid = users.withColumn("user_id", _blank_to_null(F.col("user_id"))).where(F.col("user_id").isNotNull())
     gender = F.upper(F.trim("gender"))
     out = valid.select(
@@ -610,47 +600,34 @@ def transform_user_contacts(users: "DataFrame", key: bytes) -> "DataFrame":
     return _first_per_key(out, "user_key").select("user_key", "email_key", "phone_key", "snapshot_date")
 
 
-def category_of(path: "Column") -> "Column":
-    """The top-level category of a `top>sub` (or `top.sub`, `top/sub`) path; 'unknown' outside the taxonomy."""
-    from pyspark.sql import functions as F
+def transform_items(items: "DataFrame", price_range: tuple[float, float] | None = None,
+                    catalogue: CatalogueParams | None = None) -> "DataFrame":
+    """Read each item's category path as the catalogue settings say; normalise title and brand.
 
-    clean = F.lower(F.regexp_replace(F.trim(path), r"\s*[>./]\s*", PATH_SEPARATOR))
-    top = F.split(clean, PATH_SEPARATOR).getItem(0)
-    two = F.concat_ws(".", F.split(clean, PATH_SEPARATOR).getItem(0), F.split(clean, PATH_SEPARATOR).getItem(1))
-    aliases = F.create_map(*[F.lit(x) for pair in CATEGORY_ALIASES.items() for x in pair])
-    return F.coalesce(
-        F.try_element_at(aliases, two),
-        F.when(top.isin(*TOP_LEVEL), top),
-        F.try_element_at(aliases, top),
-        F.lit("unknown"),
-    )
-
-
-def transform_items(items: "DataFrame", price_range: tuple[float, float] | None = None) -> "DataFrame":
-    """Map each item onto the taxonomy; normalise title and brand; impute a missing or impossible price.
-
-    A price that is null or outside clean.ranges.price becomes the median price of the item's category
-    in the same snapshot. Rows without an item_id are dropped (counted as missing_item_id).
+    `categories` holds the item's tag-level categories (several for `Drama|Thriller`), `category` the
+    first. Nothing is invented: a missing title, brand or price stays null, and a price outside
+    clean.ranges.price becomes null (docs/cleaning.md). Rows without an item_id are dropped (counted
+    as missing_item_id).
     """
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     low, high = price_range or CleanParams().price_range
+    catalogue = catalogue or CatalogueParams()
+    items = conform(items, {"title": "string", "category_path": "string", "brand": "string", "price": "double"})
     valid = items.withColumn("item_id", _blank_to_null(F.col("item_id"))).where(F.col("item_id").isNotNull())
+    path = F.col("category_path").cast("string")
     shaped = valid.select(
         "item_id",
         normalise_text(F.col("title")).alias("title"),
-        F.lower(F.regexp_replace(F.trim("category_path"), r"\s*>\s*", PATH_SEPARATOR)).alias("category_path"),
-        category_of(F.col("category_path")).alias("category"),
-        F.coalesce(normalise_text(F.col("brand")), F.lit("unknown")).alias("brand"),
+        category_path(path, catalogue).alias("category_path"),
+        item_categories(path, catalogue).alias("categories"),
+        _blank_to_null(normalise_text(F.col("brand"))).alias("brand"),
         F.when((F.col("price") >= low) & (F.col("price") <= high), F.col("price").cast("double")).alias("price"),
         "snapshot_date",
         *[c for c in ("_ingested_at", "_source_file", "_line") if c in valid.columns],
     )
-    median = F.median("price").over(Window.partitionBy("snapshot_date", "category"))
-    priced = shaped.withColumn("price", F.coalesce(F.col("price"), median))
-    return _first_per_key(priced, "item_id").select(
-        "item_id", "title", F.coalesce("category_path", F.lit("unknown")).alias("category_path"), "category",
+    return _first_per_key(shaped, "item_id").select(
+        "item_id", "title", "category_path", F.col("categories")[0].alias("category"), "categories",
         "brand", "price", "snapshot_date")
 
 
@@ -823,6 +800,7 @@ def preflight(cfg: Config, run_date: dt.date, collect_days: int = 1) -> None:
     """Cheap checks before Spark starts: the key exists and the clean settings make sense."""
     load_hmac_key(cfg)
     CleanParams.from_config(cfg)
+    CatalogueParams.from_config(cfg)
     Generalisation.from_config(cfg)
 
 
@@ -853,7 +831,8 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, collect_days: int
     items = read_table(spark, cfg, "bronze.items").where(F.col("snapshot_date") == F.lit(run_date)).cache()
     try:
         items_in, no_id = _rows_and_missing(items, "item_id")
-        items_out = replace_dates(transform_items(items, params.price_range), cfg, "silver.items", [run_date])
+        cleaned = transform_items(items, params.price_range, CatalogueParams.from_config(cfg))
+        items_out = replace_dates(cleaned, cfg, "silver.items", [run_date])
         result.tables.append(TableCount("silver.items", items_in, items_out, items_in - no_id - items_out,
                                         {"missing_item_id": no_id} if no_id else {}))
     finally:

@@ -421,7 +421,7 @@ def test_run_writes_no_raw_identity_and_generalised_users(spark, lake):
     assert {c["user_key"] for c in contacts} == set(users)
     assert all(c["email_key"] != "u1@example.com" and len(c["phone_key"]) == 64 for c in contacts)
     items = {r["item_id"]: r for r in _events_table(spark, cfg, "silver.items").where(f"snapshot_date = '{D3}'").collect()}
-    assert (items["i1"]["title"], items["i1"]["category"], items["i2"]["brand"]) == ("Phone", "phones", "unknown")
+    assert (items["i1"]["title"], items["i1"]["category"], items["i2"]["brand"]) == ("Phone", "phones", None)
 
 
 def test_docs_list_exactly_the_missing_value_rules_of_the_code():

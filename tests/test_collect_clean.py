@@ -81,4 +81,4 @@ def test_items_map_to_the_taxonomy_top_level(spark):
     rows = {r["item_id"]: r for r in transform_items(df).collect()}
     assert (rows["i1"]["category"], rows["i1"]["category_path"], rows["i1"]["title"]) == (
         "electronics", "electronics>phones", "Phone X")
-    assert (rows["i2"]["category"], rows["i2"]["brand"]) == ("unknown", "unknown")
+    assert (rows["i2"]["category"], rows["i2"]["brand"]) == ("unknown", None)  # a missing brand stays missing

@@ -43,7 +43,7 @@ _SPECS = [
               "a rerun replaces the rows of its landed_date."),
     TableSpec("silver.users", ("snapshot_date",), ("user_key",),
               "Users without direct identifiers: pseudonymous key and generalised demographics."),
-    TableSpec("silver.items", ("snapshot_date",), ("item_id",), "Items mapped onto the taxonomy."),
+    TableSpec("silver.items", ("snapshot_date",), ("item_id",), "Items with their category path and tag-level categories, read as the catalogue settings say."),
     TableSpec("silver.user_contacts", ("snapshot_date",), ("user_key",),
               "Keyed HMAC pseudonyms of each user's email and phone; never the contact itself."),
     TableSpec("silver.held_events", ("landed_date",), ("event_id",),
@@ -56,6 +56,9 @@ _SPECS = [
               "One feature vector per user per as-of date (events up to the end of that day)."),
     TableSpec("gold.item_features", ("as_of_date",), ("item_id",),
               "Item popularity, conversion and price position per as-of date."),
+    TableSpec("gold.category_vocab", ("as_of_date",), ("category",),
+              "Per as-of date: the tag-level categories that interest tags and affinities use, most used first, "
+              "capped with an `other` bucket (jobs/common/catalogue.py)."),
     TableSpec("gold.user_feature_state", ("as_of_date",), ("user_key",),
               "Per active user and as-of date: window totals and decayed sums the next day's features continue from."),
     TableSpec("gold.user_sequences", ("as_of_date",), ("user_key",),
