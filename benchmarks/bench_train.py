@@ -56,7 +56,7 @@ def train_once(users: int, items: int, steps: int, batch_size: int, warmup: int,
 
     plan = replace(plan, train_as_of=(day,))
     files = snapshot.files([day])
-    spec = build_spec(cfg, files, snapshot.files([day], "items"), plan)
+    spec = build_spec(cfg, files, snapshot.files([day], "items"), plan, tags=snapshot.tags)
     item_tables = load_items({day: snapshot.files([day], "items")}, spec)
     chunks = chunks_of(files)
     stats = label_stats(chunks, spec, day)

@@ -3,7 +3,9 @@
 Chinese text (any CJK character) goes to snownlp for sentiment and jieba for words; other text to
 vaderSentiment and a small English tokenizer. All three libraries ship their models and lexicons,
 so nothing is downloaded at run time. Search intent maps a query onto the taxonomy's top-level
-categories with a phrase dictionary built from jobs/common/taxonomy.py.
+categories with a phrase dictionary built from jobs/common/taxonomy.py, or, where a shop's catalogue
+does not use the builtin taxonomy (catalogue.taxonomy: none), onto the shop's own categories with a
+dictionary of their names and aliases (`shop_intent_dictionary`).
 
 The plain functions (`sentiment`, `tokenize`, `search_intent`) are what the tests pin down; Spark
 calls them through `annotate_content`, a mapInPandas pass that also caches repeated texts.
@@ -172,11 +174,10 @@ def intent_dictionary() -> Mapping[str, str]:
     return {phrase: next(iter(owners)) for phrase, owners in claims.items() if len(owners) == 1}
 
 
-@functools.lru_cache(maxsize=1)
-def _intent_matchers() -> tuple[tuple[str, tuple[str, ...] | None, str], ...]:
+def _matchers(dictionary: Mapping[str, str]) -> tuple[tuple[str, tuple[str, ...] | None, str], ...]:
     """(phrase, latin token key or None for Chinese substring match, category), longest first."""
     entries = []
-    for phrase, category in intent_dictionary().items():
+    for phrase, category in dictionary.items():
         key = None if has_cjk(phrase) else _latin_key(phrase)
         if key == ():
             continue
@@ -184,9 +185,30 @@ def _intent_matchers() -> tuple[tuple[str, tuple[str, ...] | None, str], ...]:
     return tuple(sorted(entries, key=lambda e: (-len(e[0]), e[0])))
 
 
+@functools.lru_cache(maxsize=1)
+def _intent_matchers() -> tuple[tuple[str, tuple[str, ...] | None, str], ...]:
+    return _matchers(intent_dictionary())
+
+
 def _contains(tokens: tuple[str, ...], key: tuple[str, ...]) -> bool:
     n = len(key)
     return any(tokens[i:i + n] == key for i in range(len(tokens) - n + 1))
+
+
+def _best(query: str | None, matchers, order: Mapping[str, int]) -> str | None:
+    cleaned = normalise(query)
+    if not cleaned:
+        return None
+    tokens = _latin_key(cleaned)
+    best: dict[str, tuple[int, int]] = {}
+    for phrase, key, category in matchers:
+        hit = phrase in cleaned if key is None else _contains(tokens, key)
+        if hit:
+            longest, count = best.get(category, (0, 0))
+            best[category] = (max(longest, len(phrase)), count + 1)
+    if not best:
+        return None
+    return min(best, key=lambda c: (-best[c][0], -best[c][1], order.get(c, len(order)), c))
 
 
 @functools.lru_cache(maxsize=100_000)
@@ -197,20 +219,49 @@ def search_intent(query: str | None) -> str | None:
     The category of the longest matching phrase wins; on a tie, the one with more matching
     phrases, then the first in taxonomy order.
     """
-    cleaned = normalise(query)
-    if not cleaned:
-        return None
-    tokens = _latin_key(cleaned)
-    best: dict[str, tuple[int, int]] = {}
-    for phrase, key, category in _intent_matchers():
-        hit = phrase in cleaned if key is None else _contains(tokens, key)
-        if hit:
-            longest, count = best.get(category, (0, 0))
-            best[category] = (max(longest, len(phrase)), count + 1)
-    if not best:
-        return None
-    order = {c: i for i, c in enumerate(TOP_LEVEL)}
-    return min(best, key=lambda c: (-best[c][0], -best[c][1], order[c]))
+    return _best(query, _intent_matchers(), {c: i for i, c in enumerate(TOP_LEVEL)})
+
+
+def shop_intent_dictionary(paths: Iterator[str] | list[str], aliases: Mapping[str, str] | None = None,
+                           tag_level: int = 1) -> dict[str, str]:
+    """phrase -> the shop's tag-level category, from its own normalised category paths (taxonomy none).
+
+    Every level name of a value points at the value's tag-level category (`headphones` and `audio`
+    at `electronics>audio`), the tag itself and each alias name too; a phrase that two categories claim
+    (`electronics` above two level-2 tags) is left out, as in the builtin dictionary.
+    """
+    claims: dict[str, set[str]] = {}
+
+    def claim(phrase: str, category: str) -> None:
+        key = normalise(phrase.replace("_", " "))
+        if key:
+            claims.setdefault(key, set()).add(category)
+
+    aliases = dict(aliases or {})
+    for path in paths:
+        for value in (path or "").split("|"):
+            levels = [level for level in value.split(">") if level]
+            if not levels:
+                continue
+            tag = ">".join(levels[:tag_level])
+            category = aliases.get(tag, tag)
+            for level in levels:
+                claim(level, category)
+    for name, category in aliases.items():
+        claim(name.split(">")[-1], category)
+    return {phrase: next(iter(owners)) for phrase, owners in claims.items() if len(owners) == 1}
+
+
+class IntentMatcher:
+    """search_intent over another dictionary (a shop's own categories), caching the queries it has seen."""
+
+    def __init__(self, dictionary: Mapping[str, str]):
+        self._matchers = _matchers(dictionary)
+        self._order = {c: i for i, c in enumerate(sorted(set(dictionary.values())))}
+        self.intent = functools.lru_cache(maxsize=100_000)(self._intent)
+
+    def _intent(self, query: str | None) -> str | None:
+        return _best(query, self._matchers, self._order)
 
 
 # --- Spark -----------------------------------------------------------------------------------------
@@ -218,23 +269,29 @@ def search_intent(query: str | None) -> str | None:
 CONTENT_COLUMNS = "intent string, sentiment double, tokens array<string>"
 
 
-def annotate_pandas(frame: "pd.DataFrame", query_column: str = "query", review_column: str = "review_text") -> "pd.DataFrame":
-    """Adds intent (of the query), sentiment (of the review) and tokens (of whichever text is there)."""
+def annotate_pandas(frame: "pd.DataFrame", query_column: str = "query", review_column: str = "review_text",
+                    intent=None) -> "pd.DataFrame":
+    """Adds intent (of the query), sentiment (of the review) and tokens (of whichever text is there).
+
+    `intent` maps a query onto a category: the builtin `search_intent` unless another is given.
+    """
+    intent = intent or search_intent
     queries = frame[query_column].where(frame[query_column].notna(), None)
     reviews = frame[review_column].where(frame[review_column].notna(), None)
     text = reviews.where(reviews.notna(), queries)
     return frame.assign(
-        intent=[search_intent(q) if q is not None else None for q in queries],
+        intent=[intent(q) if q is not None else None for q in queries],
         sentiment=[sentiment(r) if r is not None else None for r in reviews],
         tokens=[tokenize(t) if t is not None else [] for t in text],
     )
 
 
-def annotate_content(events: "DataFrame") -> "DataFrame":
+def annotate_content(events: "DataFrame", intent_dictionary: Mapping[str, str] | None = None) -> "DataFrame":
     """events + intent, sentiment, tokens; text work runs only on rows with a query or a review.
 
     Vectorised: one mapInPandas pass over the rows with text (about a tenth of events), each
-    Python worker caching the texts it has already seen.
+    Python worker caching the texts it has already seen. `intent_dictionary` (phrase -> category,
+    `shop_intent_dictionary`) replaces the builtin one where the builtin taxonomy does not apply.
     """
     from pyspark.sql import functions as F
     from pyspark.sql.types import StructType
@@ -244,8 +301,9 @@ def annotate_content(events: "DataFrame") -> "DataFrame":
     schema = StructType(events.schema.fields + extra.fields)
 
     def batches(frames: Iterator["pd.DataFrame"]) -> Iterator["pd.DataFrame"]:
+        intent = IntentMatcher(intent_dictionary).intent if intent_dictionary is not None else None
         for frame in frames:
-            yield annotate_pandas(frame)
+            yield annotate_pandas(frame, intent=intent)
 
     with_text = events.where(has_text).mapInPandas(batches, schema)
     without_text = events.where(~has_text).select(

@@ -24,7 +24,6 @@ from jobs.common.config import Config
 from jobs.common.delta import read_table, replace_dates, table_exists
 from jobs.common.errors import InputDataError
 from jobs.common.step import StepResult, TableCount
-from jobs.common.taxonomy import TOP_LEVEL
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -218,8 +217,8 @@ def report_frame(spark: "SparkSession", cfg: Config, run_date: dt.date,
     """The scored report for run_date, as pandas, with the as-of date and the features scored."""
     from pyspark.sql import functions as F
 
-    from jobs.features import AFFINITY_FEATURES, NUMERIC_FEATURES, latest_snapshot
-    from ml.dataset import transform_interest_labels
+    from jobs.features import NUMERIC_FEATURES, affinity_name, latest_snapshot
+    from ml.dataset import transform_interest_labels, vocab_as_of, with_affinity_columns
 
     horizon = int(cfg.get("pipeline.label_horizon_days", 7))
     as_of = run_date - dt.timedelta(days=horizon)
@@ -230,20 +229,23 @@ def report_frame(spark: "SparkSession", cfg: Config, run_date: dt.date,
             f"the feature report for {run_date} needs events on or before {as_of} (features) and after it "
             f"(labels), but silver.events starts on {first_day}; load more history or report a later date"
         )
-    features = list(NUMERIC_FEATURES) + list(AFFINITY_FEATURES)
-    table = _features_as_of(spark, cfg, as_of).select("user_key", *features)
+    # One affinity per entry of the as-of date's category vocabulary; the interest labels use the same list.
+    vocab = vocab_as_of(spark, cfg, as_of)
+    features = list(NUMERIC_FEATURES) + [affinity_name(c) for c in vocab]
+    table = with_affinity_columns(_features_as_of(spark, cfg, as_of), vocab, vocab).select("user_key", *features)
     total = table.count()
     if total > settings.sample_users:  # a hash sample: the same users every run
         share = settings.sample_users / total
         table = table.where((F.abs(F.xxhash64("user_key")) % 1_000_000) < int(share * 1_000_000))
-    labels = transform_interest_labels(events, latest_snapshot(spark, cfg, "silver.items", run_date), as_of, run_date)
+    labels = transform_interest_labels(events, latest_snapshot(spark, cfg, "silver.items", run_date), as_of, run_date,
+                                       vocab)
     active = events.where((F.col("event_date") > F.lit(as_of)) & (F.col("event_date") <= F.lit(run_date))).select(
         "user_key").distinct().withColumn("_active", F.lit(1))
     frame = table.join(labels, "user_key", "left").join(active, "user_key", "left").orderBy("user_key").toPandas()
     if frame.empty:
         raise InputDataError(f"gold.user_features has no users as of {as_of}; run the features step for that date")
     # Users without events in the horizon have no label row: no interest, and they churned.
-    interest = np.stack([np.zeros(len(TOP_LEVEL)) if v is None else np.asarray(v, dtype="float64") for v in frame["labels"]])
+    interest = np.stack([np.zeros(len(vocab)) if v is None else np.asarray(v, dtype="float64") for v in frame["labels"]])
     churn = (frame["_active"].isna()).to_numpy(dtype="int64")
     return score_features(frame, features, interest.astype("int64"), churn, settings), as_of, features
 
@@ -277,8 +279,9 @@ def selected_features(spark: "SparkSession", cfg: Config, run_date: dt.date) -> 
     newest = report.agg(F.max("run_date")).collect()[0][0]
     if newest is None:
         raise InputDataError(f"ops.feature_report has no report on or before {run_date}; run the feature_report step")
-    from jobs.features import AFFINITY_FEATURES, NUMERIC_FEATURES
+    from jobs.features import NUMERIC_FEATURES
 
-    order = {name: i for i, name in enumerate((*NUMERIC_FEATURES, *AFFINITY_FEATURES))}
+    # The numeric features in their order, then the affinities (their names vary with the vocabulary) by name.
+    order = {name: i for i, name in enumerate(NUMERIC_FEATURES)}
     kept = [r["feature"] for r in report.where((F.col("run_date") == F.lit(newest)) & F.col("keep")).collect()]
-    return sorted(kept, key=lambda name: order.get(name, len(order)))
+    return sorted(kept, key=lambda name: (order.get(name, len(order)), name))

@@ -22,17 +22,17 @@ the fold works on whole user-days: a late event recomputes its user-day, and the
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from jobs.common.errors import InputDataError
-from jobs.common.taxonomy import TOP_LEVEL
+from jobs.common.catalogue import UNKNOWN, CatalogueParams, with_categories
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
 # Bump when the state's columns or meaning change: an older state is then not continued but recomputed.
-STATE_FORMAT = "2"
+STATE_FORMAT = "3"  # 3: category weights over the shop's own (and several) categories
 WINDOWS = (1, 7, 30, 90)
 LONGEST_WINDOW = 90
 EVENT_TYPES = ("view", "click", "add_to_cart", "remove_from_cart", "purchase", "search", "review", "rating", "share")
@@ -89,6 +89,7 @@ class FeatureParams:
     session_gap_minutes: float = 30.0
     local_timezone: str = "Asia/Shanghai"
     exclude_outliers: bool = False
+    catalogue: CatalogueParams = field(default_factory=CatalogueParams)
 
     def __post_init__(self) -> None:
         if not self.half_life_days > 0:
@@ -102,8 +103,12 @@ class FeatureParams:
 
     def fingerprint(self) -> str:
         """What a stored state was computed with; a different one is recomputed, never continued."""
+        c = self.catalogue
+        catalogue = "" if c == CatalogueParams() else (  # the default leaves older fingerprints as they were
+            f";catalogue={c.taxonomy}/{c.tag_level}/{''.join(c.path_separators)}/{c.multi_value_separator}/"
+            f"{sorted(c.aliases.items())}")
         return (f"state={STATE_FORMAT};half_life={self.half_life_days:g};gap={self.session_gap_minutes:g};"
-                f"tz={self.local_timezone};exclude_outliers={self.exclude_outliers}")
+                f"tz={self.local_timezone};exclude_outliers={self.exclude_outliers}{catalogue}")
 
 
 def state_columns() -> list[str]:
@@ -150,7 +155,8 @@ def conform_items(items: "DataFrame") -> "DataFrame":
     if missing:
         raise InputDataError(f"items for the features lack column(s) {', '.join(missing)}; "
                              f"columns present: {', '.join(items.columns)}")
-    cols = [F.col("item_id"), F.col("category"),
+    items = with_categories(items)
+    cols = [F.col("item_id"), F.col("category"), F.col("categories"),
             (F.col("brand") if "brand" in items.columns else F.lit(None)).cast("string").alias("brand"),
             F.col("price").cast("double").alias("list_price")]
     if "snapshot_date" in items.columns:
@@ -164,10 +170,12 @@ def item_positions(items: "DataFrame", by: tuple[str, ...]) -> "DataFrame":
     from pyspark.sql import functions as F
 
     group = Window.partitionBy(*by)
+    priced = Window.partitionBy(*by, F.col("list_price").isNull()).orderBy("list_price")
     return items.select(
         "*",
         F.percentile_approx("list_price", 0.5, 100_000).over(group).alias("category_median"),
-        F.percent_rank().over(group.orderBy("list_price")).alias("price_pct"),
+        # Ranked among the priced items only; an item without a list price has no position.
+        F.when(F.col("list_price").isNotNull(), F.percent_rank().over(priced)).alias("price_pct"),
     )
 
 
@@ -203,14 +211,28 @@ def attach_items(events: "DataFrame", items: "DataFrame", days: list[dt.date]) -
 # --- day aggregates -------------------------------------------------------------------------------
 
 
-def transform_event_facts(events: "DataFrame", items: "DataFrame", days: list[dt.date]) -> "DataFrame":
+def transform_event_facts(events: "DataFrame", items: "DataFrame", days: list[dt.date],
+                          catalogue: CatalogueParams | None = None) -> "DataFrame":
     """Conformed events + item attributes of their day + content (intent, sentiment, tokens).
 
-    Text first: annotate_content splits rows with and without text, so it should sit on a cheap input.
+    Search intent uses the builtin phrase dictionary where the builtin taxonomy applies, else one made
+    of the shop's own category names and aliases. Text first: annotate_content splits rows with and
+    without text, so it should sit on a cheap input.
     """
     from jobs.content import annotate_content
 
-    return attach_items(annotate_content(events), items, days)
+    catalogue = catalogue or CatalogueParams()
+    dictionary = None if catalogue.builtin else shop_dictionary(items, catalogue)
+    return attach_items(annotate_content(events, dictionary), items, days)
+
+
+def shop_dictionary(items: "DataFrame", catalogue: CatalogueParams) -> dict[str, str]:
+    """The search-intent dictionary of the shop's categories (jobs.content.shop_intent_dictionary)."""
+    from jobs.content import shop_intent_dictionary
+
+    column = "category_path" if "category_path" in items.columns else "category"
+    paths = sorted(r[0] for r in items.select(column).distinct().collect() if r[0] and r[0] != UNKNOWN)
+    return shop_intent_dictionary(paths, catalogue.all_aliases(), catalogue.tag_level)
 
 
 def transform_day_aggregates(facts: "DataFrame", params: FeatureParams,
@@ -285,7 +307,10 @@ def transform_day_aggregates(facts: "DataFrame", params: FeatureParams,
 
     weights = F.create_map(*[F.lit(x) for pair in EVENT_WEIGHTS.items() for x in pair])
     weight = F.coalesce(F.try_element_at(weights, etype), F.lit(0.0))
-    signal = F.when(etype == "search", F.col("intent")).otherwise(F.col("category"))
+    # A search counts for its intent; an item event for each of the item's categories (Drama|Thriller).
+    item_categories = F.coalesce(F.col("categories"), F.array(F.col("category")))
+    signals = F.filter(F.when(etype == "search", F.array(F.col("intent"))).otherwise(item_categories),
+                       lambda c: c.isNotNull() & (c != UNKNOWN))
 
     def entry(name: str, key: "Column", value: "Column") -> "Column":
         return F.struct(F.lit(name).alias("name"), key.alias("key"), value.cast("double").alias("value"))
@@ -294,8 +319,8 @@ def transform_day_aggregates(facts: "DataFrame", params: FeatureParams,
     entries = facts.select(
         *keys,
         F.explode(F.concat(
+            F.transform(F.filter(signals, lambda c: weight > 0), lambda c: entry("category_weight", c, weight)),
             F.array(
-                entry("category_weight", F.when(signal.isin(*TOP_LEVEL) & (weight > 0), signal), weight),
                 entry("brand_weight", F.when(F.col("item_id").isNotNull() & (F.col("brand") != "unknown") & (weight > 0),
                                              F.col("brand")), weight),
                 entry("intent_count", F.when(F.col("query").isNotNull(), F.col("intent")), F.lit(1.0)),
@@ -347,10 +372,11 @@ def _finish_state(scalars: "DataFrame", maps: "DataFrame", as_of: dt.date, param
     )
 
 
-def _facts(events: "DataFrame", items: "DataFrame", days: list[dt.date], cache: list | None) -> "DataFrame":
+def _facts(events: "DataFrame", items: "DataFrame", days: list[dt.date], cache: list | None,
+           catalogue: CatalogueParams | None = None) -> "DataFrame":
     """The event facts, persisted (and listed in `cache` for the caller to release) when asked:
     the day aggregates read them twice (scalars and keyed entries)."""
-    facts = transform_event_facts(events, items, days)
+    facts = transform_event_facts(events, items, days, catalogue)
     if cache is not None:
         from pyspark import StorageLevel
 
@@ -367,7 +393,7 @@ def transform_full_state(events: "DataFrame", items: "DataFrame", as_of: dt.date
     first = as_of - dt.timedelta(days=LONGEST_WINDOW - 1)
     days = [first + dt.timedelta(days=i) for i in range(LONGEST_WINDOW)]
     window = known_at(conform_events(events, params), as_of).where(F.col("event_date") >= F.lit(first))
-    scalars, entries = transform_day_aggregates(_facts(window, items, days, cache), params)
+    scalars, entries = transform_day_aggregates(_facts(window, items, days, cache, params.catalogue), params)
     age = F.datediff(F.lit(as_of), F.col("event_date"))
 
     totals = scalars.withColumn("_age", age).groupBy("user_key").agg(
@@ -428,7 +454,7 @@ def transform_incremental_state(events: "DataFrame", items: "DataFrame", previou
         rows = rows.unionByName(part)
 
     days = sorted(set(plan.touched_days) | set(plan.expiry_days))
-    scalars, entries = transform_day_aggregates(_facts(rows, items, days, cache), params, group=("_part",))
+    scalars, entries = transform_day_aggregates(_facts(rows, items, days, cache, params.catalogue), params, group=("_part",))
     age = F.datediff(F.lit(as_of), F.col("event_date"))
     part = F.col("_part")
     sign = F.when(part == "before", -1.0).otherwise(1.0)

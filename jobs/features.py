@@ -16,9 +16,13 @@ import argparse
 import datetime as dt
 import json
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from jobs.common.audit import write_audit
+from jobs.common.catalogue import (
+    OTHER, CatalogueParams, read_category_vocab, transform_category_vocab, vocab_list, with_categories,
+)
 from jobs.common.config import Config
 from jobs.common.delta import read_table, replace_dates, table_exists
 from jobs.common.errors import ConfigError, InputDataError
@@ -74,18 +78,24 @@ def _numeric_features() -> tuple[str, ...]:
 
 # The numeric part of the vector, in model input order (ml/dataset.py reads it); every one is a double.
 NUMERIC_FEATURES: tuple[str, ...] = _numeric_features()
-# Category affinities, one double column per top-level category in TOP_LEVEL order, summing to 1 (or all 0).
-AFFINITY_FEATURES: tuple[str, ...] = tuple(f"affinity_{c}" for c in TOP_LEVEL)
+# Category affinities and search intent: arrays over the date's category vocabulary (gold.category_vocab,
+# jobs/common/catalogue.py), each summing to 1 (or all 0); `affinity_name` names one entry.
+AFFINITY_FEATURES = ("category_affinity",)   # array<double> over the vocabulary
 # Array and map-like columns: ranked lists and the search-intent distribution.
 BRAND_FEATURES = ("top_brands",)             # array<struct<brand string, score double>>, strongest first
 KEYWORD_FEATURES = ("search_keywords", "review_keywords")  # array<string>, most frequent first
-INTENT_FEATURES = ("search_intent",)         # array<double> over TOP_LEVEL, summing to 1 (or all 0)
+INTENT_FEATURES = ("search_intent",)         # array<double> over the vocabulary, summing to 1 (or all 0)
 ARRAY_FEATURES = ("category_affinity", *INTENT_FEATURES)
 CATEGORICAL_FEATURES = ("age_band", "gender", "occupation", "city", "price_band", "top_search_intent")
 USER_FEATURE_COLUMNS: tuple[str, ...] = (
-    "user_key", *CATEGORICAL_FEATURES, *NUMERIC_FEATURES, *AFFINITY_FEATURES, "category_affinity",
+    "user_key", *CATEGORICAL_FEATURES, *NUMERIC_FEATURES, "category_affinity",
     *INTENT_FEATURES, *BRAND_FEATURES, *KEYWORD_FEATURES, "as_of_date", "feature_version",
 )
+
+
+def affinity_name(category: str) -> str:
+    """The name of one vocabulary entry of category_affinity where it becomes a model input."""
+    return f"affinity_{category}"
 
 
 # --- configuration --------------------------------------------------------------------------------
@@ -104,6 +114,7 @@ def feature_params(cfg: Config) -> FeatureParams:
         session_gap_minutes=float(cfg.get("features.session_gap_minutes", 30)),
         local_timezone=str(cfg.get("features.local_timezone", "Asia/Shanghai")),
         exclude_outliers=bool(cfg.get("features.exclude_outliers", False)),
+        catalogue=CatalogueParams.from_config(cfg),
     )
 
 
@@ -161,11 +172,34 @@ def conform_users(users: "DataFrame") -> "DataFrame":
                         text("city", "unknown"), signup)
 
 
+def _shares(m: "Column", total: "Column", vocab: Sequence[str]) -> "Column":
+    """array<double> over `vocab`: each entry's share of the map's total; `other` takes every key the
+    vocabulary does not name. All 0 when the total is 0."""
+    from pyspark.sql import functions as F
+
+    named = [c for c in vocab if c != OTHER]
+    entries = {c: F.coalesce(F.try_element_at(m, F.lit(c)), F.lit(0.0)) for c in named}
+    if OTHER in vocab:
+        inside = F.aggregate(F.map_values(F.map_filter(m, lambda k, v: k.isin(*named) if named else F.lit(False))),
+                             F.lit(0.0), lambda acc, x: acc + x)
+        entries[OTHER] = F.greatest(total - inside, F.lit(0.0))
+    return F.array(*[F.when(total > 0, entries[c] / total).otherwise(F.lit(0.0)) for c in vocab]).cast("array<double>")
+
+
 def transform_features_from_state(state: "DataFrame", users: "DataFrame", as_of: dt.date,
                                   social: "DataFrame | None" = None, top_brands: int = 5,
-                                  top_keywords: int = 10) -> "DataFrame":
-    """gold.user_features rows: every user of the snapshot, with the documented defaults when idle."""
+                                  top_keywords: int = 10, vocab: Sequence[str] | None = None) -> "DataFrame":
+    """gold.user_features rows: every user of the snapshot, with the documented defaults when idle.
+
+    category_affinity and search_intent are arrays over `vocab`, the date's category vocabulary
+    (gold.category_vocab); without one, over the builtin taxonomy's top level.
+    """
     from pyspark.sql import functions as F
+
+    vocab = list(vocab) if vocab is not None else list(TOP_LEVEL)
+    if not vocab:
+        raise InputDataError(f"the category vocabulary of {as_of} is empty: no item has a category; "
+                             "check silver.items.category_path and the catalogue settings")
 
     joined = conform_users(users).join(state.drop("as_of_date"), "user_key", "left")
     if social is not None:
@@ -240,11 +274,9 @@ def transform_features_from_state(state: "DataFrame", users: "DataFrame", as_of:
         _ranked_keys(keyed("review_terms"), top_keywords).alias("_review_terms"),
     )
 
-    def share(name: str, total: str, key: str) -> "Column":
-        return F.expr(f"CASE WHEN {total} > 0 THEN coalesce(try_element_at({name}, '{key}'), 0D) / {total} ELSE 0D END")
-
     pct = out["price_percentile_90d"]
-    price_band = (f"CASE WHEN {s('n_price_pct__90')} = 0 THEN 'unknown' WHEN {pct} < {PRICE_BAND_CUTS[0]!r}D THEN 'budget' "
+    # Null, not a made-up band, when none of the user's items had a list price (docs/features.md).
+    price_band = (f"CASE WHEN {s('n_price_pct__90')} = 0 THEN NULL WHEN {pct} < {PRICE_BAND_CUTS[0]!r}D THEN 'budget' "
                   f"WHEN {pct} > {PRICE_BAND_CUTS[1]!r}D THEN 'premium' ELSE 'mid' END")
     brand_total = F.col("_brand_total")
     vector = ranked.select(
@@ -252,17 +284,15 @@ def transform_features_from_state(state: "DataFrame", users: "DataFrame", as_of:
         F.expr(f"{price_band} AS price_band"),
         F.when(F.size("_top_intent") > 0, F.col("_top_intent")[0]["key"]).alias("top_search_intent"),
         *[F.expr(f"CAST({out[name]} AS DOUBLE) AS {name}") for name in NUMERIC_FEATURES],
-        *[share("category_weight", "_category_total", c).alias(f"affinity_{c}") for c in TOP_LEVEL],
-        F.array(*[share("intent_count", "_intent_total", c) for c in TOP_LEVEL]).alias("search_intent"),
+        _shares(keyed("category_weight"), F.col("_category_total"), vocab).alias("category_affinity"),
+        _shares(keyed("intent_count"), F.col("_intent_total"), vocab).alias("search_intent"),
         F.transform("_brands", lambda e: F.struct(e["key"].alias("brand"), (e["value"] / brand_total).alias("score")))
         .alias("top_brands"),
         F.transform("_search_terms", lambda e: e["key"]).alias("search_keywords"),
         F.transform("_review_terms", lambda e: e["key"]).alias("review_keywords"),
     )
     return vector.select(
-        "user_key", *CATEGORICAL_FEATURES, *NUMERIC_FEATURES, *AFFINITY_FEATURES,
-        F.array(*[F.col(f"affinity_{c}") for c in TOP_LEVEL]).alias("category_affinity"),
-        *INTENT_FEATURES, *BRAND_FEATURES, *KEYWORD_FEATURES,
+        "user_key", *CATEGORICAL_FEATURES, *NUMERIC_FEATURES, "category_affinity", *INTENT_FEATURES, *BRAND_FEATURES, *KEYWORD_FEATURES,
         F.lit(as_of).alias("as_of_date"),
         F.lit(FEATURE_VERSION).alias("feature_version"),
     )
@@ -271,14 +301,17 @@ def transform_features_from_state(state: "DataFrame", users: "DataFrame", as_of:
 def transform_user_features(
     events: "DataFrame", users: "DataFrame", items: "DataFrame", as_of: dt.date,
     window_days: int = LONGEST_WINDOW, half_life_days: float = 14.0, params: FeatureParams | None = None,
-    social: "DataFrame | None" = None,
+    social: "DataFrame | None" = None, vocab: Sequence[str] | None = None,
 ) -> "DataFrame":
-    """Full recomputation. Point in time: only events dated on or before `as_of` that had landed by then count."""
+    """Full recomputation. Point in time: only events dated on or before `as_of` that had landed by then count.
+
+    `vocab` is the category vocabulary the arrays are over (default: the builtin taxonomy's top level).
+    """
     if window_days != LONGEST_WINDOW:
         raise ConfigError(f"window_days must be {LONGEST_WINDOW}: the feature names carry their windows")
     params = params or FeatureParams(half_life_days=half_life_days)
     state = transform_full_state(events, items, as_of, params)
-    return transform_features_from_state(state, users, as_of, social)
+    return transform_features_from_state(state, users, as_of, social, vocab=vocab)
 
 
 # --- item features --------------------------------------------------------------------------------
@@ -318,7 +351,7 @@ def transform_item_features(events: "DataFrame", items: "DataFrame", as_of: dt.d
     item_cols = [F.col(c) if c in items.columns else F.lit(None).cast("string").alias(c)
                  for c in ("item_id", "title", "category_path", "category", "brand")]
     base = items.select(*item_cols, F.col("price").cast("double").alias("price"))
-    by_category = Window.partitionBy("category").orderBy("price")
+    by_category = Window.partitionBy("category", F.col("price").isNull()).orderBy("price")
     counts = [f"{kind}_{w}d" for kind in ("n_events", "views", "carts", "purchases") for w in ITEM_WINDOWS]
     joined = base.join(stats, "item_id", "left").fillna({**{c: 0 for c in counts}, "popularity": 0.0})
     return joined.select(
@@ -328,11 +361,23 @@ def transform_item_features(events: "DataFrame", items: "DataFrame", as_of: dt.d
         *[_ratio(F.col(f"purchases_{w}d").cast("double"), F.col(f"views_{w}d").cast("double"), 0.0).alias(f"conversion_{w}d")
           for w in ITEM_WINDOWS],
         F.col("avg_rating_30d").cast("double").alias("avg_rating_30d"),
-        F.percent_rank().over(by_category).alias("price_pct_in_category"),
+        F.when(F.col("price").isNotNull(), F.percent_rank().over(by_category)).alias("price_pct_in_category"),
         tokens_column(F.col("title")).alias("title_tokens"),
         F.lit(as_of).alias("as_of_date"),
         F.lit(FEATURE_VERSION).alias("feature_version"),
     )
+
+
+# --- the category vocabulary ----------------------------------------------------------------------
+
+
+def category_vocab(events: "DataFrame", items: "DataFrame", as_of: dt.date, catalogue: CatalogueParams) -> "DataFrame":
+    """gold.category_vocab of `as_of`: the item snapshot's categories, ranked by the events of the window on them."""
+    from pyspark.sql import functions as F
+
+    first = as_of - dt.timedelta(days=LONGEST_WINDOW - 1)
+    window = known_at(conform_events(events), as_of).where(F.col("event_date") >= F.lit(first))
+    return transform_category_vocab(with_categories(items), window, as_of, catalogue)
 
 
 # --- reading and running --------------------------------------------------------------------------
@@ -373,13 +418,22 @@ def build_user_features(spark: "SparkSession", cfg: Config, as_of: dt.date,
     """User features as of a date, fully recomputed; pass `events`/`items` when the caller already read them.
 
     Without `items`, every event sees the item snapshot of its own day (all of silver.items is read).
+    The category vocabulary is the one the features step would write for `as_of` (gold.category_vocab).
     """
+    from pyspark.sql import functions as F
+
     events = read_table(spark, cfg, "silver.events") if events is None else events
     items = read_table(spark, cfg, "silver.items") if items is None else items
     users = latest_snapshot(spark, cfg, "silver.users", as_of)
-    state = transform_full_state(events, items, as_of, feature_params(cfg))
+    params = feature_params(cfg)
+    snapshot = items
+    if "snapshot_date" in items.columns:
+        newest = items.agg(F.max(F.when(F.col("snapshot_date") <= F.lit(as_of), F.col("snapshot_date")))).collect()[0][0]
+        snapshot = items.where(F.col("snapshot_date") == F.lit(newest)) if newest else items
+    vocab = vocab_list(category_vocab(events, snapshot, as_of, params.catalogue))
+    state = transform_full_state(events, items, as_of, params)
     return transform_features_from_state(state, users, as_of, read_social_degree(spark, cfg, as_of),
-                                         _top_n(cfg, "top_brands", 5), _top_n(cfg, "top_keywords", 10))
+                                         _top_n(cfg, "top_brands", 5), _top_n(cfg, "top_keywords", 10), vocab)
 
 
 def previous_state(spark: "SparkSession", cfg: Config, as_of: dt.date,
@@ -425,7 +479,7 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, mode: str | None 
     mode = str(mode or cfg.get("features.mode", "incremental"))
     if mode not in MODES:
         raise ConfigError(f"features mode '{mode}' is unknown; use one of {', '.join(MODES)}")
-    params = feature_params(cfg)
+    params = feature_params(cfg)  # a bad catalogue setting fails here, before anything is written
     result = StepResult("features", run_date)
     events = read_table(spark, cfg, "silver.events")
     items = read_table(spark, cfg, "silver.items")
@@ -449,15 +503,20 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, mode: str | None 
             frame.unpersist()
     result.tables.append(TableCount("gold.user_feature_state", written, written))
 
+    item_snapshot = latest_snapshot(spark, cfg, "silver.items", run_date)
+    written = replace_dates(category_vocab(events, item_snapshot, run_date, params.catalogue),
+                            cfg, "gold.category_vocab", [run_date])
+    result.tables.append(TableCount("gold.category_vocab", written, written))
+    vocab = read_category_vocab(spark, cfg, run_date)
+
     stored = read_table(spark, cfg, "gold.user_feature_state").where(F.col("as_of_date") == F.lit(run_date))
     users = latest_snapshot(spark, cfg, "silver.users", run_date)
     features = transform_features_from_state(
         stored, users, run_date, read_social_degree(spark, cfg, run_date),
-        _top_n(cfg, "top_brands", 5), _top_n(cfg, "top_keywords", 10))
+        _top_n(cfg, "top_brands", 5), _top_n(cfg, "top_keywords", 10), vocab)
     written = replace_dates(features, cfg, "gold.user_features", [run_date])
     result.tables.append(TableCount("gold.user_features", written, written))
 
-    item_snapshot = latest_snapshot(spark, cfg, "silver.items", run_date)
     item_features = transform_item_features(events, item_snapshot, run_date, half_life_days=params.half_life_days)
     written = replace_dates(item_features, cfg, "gold.item_features", [run_date])
     result.tables.append(TableCount("gold.item_features", written, written))

@@ -317,16 +317,22 @@ def _check_severity(path: Path, what: str, meta: Mapping[str, Any], setting_allo
         raise ConfigError(f"{path}: {what} has severity '{meta.get('severity')}'; use one of {SEVERITIES}")
 
 
-def suite_parameters(cfg: Config, run_date: dt.date) -> dict[str, Any]:
-    """Values that suites name with {"$PARAMETER": ...}: allowed sets come from the code that owns them."""
+def suite_parameters(cfg: Config, run_date: dt.date, spark: "SparkSession | None" = None) -> dict[str, Any]:
+    """Values that suites name with {"$PARAMETER": ...}: allowed sets come from the code that owns them.
+
+    With `spark`, `category_vocab_size` is the length of the date's gold.category_vocab (None, no
+    check, where that has no rows).
+    """
     import jobs.clean
     import jobs.collect
     from jobs.clean import AGE_BANDS, EVENT_TYPES
+    from jobs.common.catalogue import OTHER, UNKNOWN, CatalogueParams
     from jobs.common.taxonomy import TOP_LEVEL
     from jobs.features import FEATURE_VERSION
     from jobs.score import SEGMENT_NAMES
     from jobs.sequences import sequence_length
 
+    builtin = CatalogueParams.from_config(cfg).builtin
     day_start = dt.datetime.combine(run_date, dt.time(), tzinfo=dt.timezone.utc)
     collect_reasons = _reasons(COLLECT_REASONS, jobs.collect)
     try:  # the bands the profile configures (privacy.generalise), as clean labels them
@@ -343,9 +349,11 @@ def suite_parameters(cfg: Config, run_date: dt.date) -> dict[str, Any]:
         "parse_errors": collect_reasons,
         "quarantine_reasons": list(dict.fromkeys(collect_reasons + _reasons(CLEAN_REASONS, jobs.clean))),
         "quarantine_steps": list(QUARANTINE_STEPS),
-        "taxonomy_top_level": list(TOP_LEVEL),
+        # A shop's own categories cannot be listed in advance: None checks nothing (taxonomy none).
+        "taxonomy_top_level": [*TOP_LEVEL, OTHER] if builtin else None,
         "taxonomy_size": len(TOP_LEVEL),
-        "item_categories": [*TOP_LEVEL, "unknown"],
+        "item_categories": [*TOP_LEVEL, UNKNOWN] if builtin else None,
+        "category_vocab_size": _vocab_size(spark, cfg, run_date),
         "segment_ids": list(SEGMENT_NAMES),
         "segment_names": list(SEGMENT_NAMES.values()),
         "age_bands": age_bands,
@@ -355,6 +363,19 @@ def suite_parameters(cfg: Config, run_date: dt.date) -> dict[str, Any]:
         "embedding_dim": int(cfg.get("model.embedding_dim")),
         "sequence_length": sequence_length(cfg),
     }
+
+
+def _vocab_size(spark: "SparkSession | None", cfg: Config, run_date: dt.date) -> int | None:
+    """How many categories gold.category_vocab holds for the date; None without Spark or rows."""
+    from jobs.common.catalogue import read_category_vocab
+    from jobs.common.errors import InputDataError
+
+    if spark is None:
+        return None
+    try:
+        return len(read_category_vocab(spark, cfg, run_date))
+    except InputDataError:
+        return None
 
 
 def _reasons(contract: Sequence[str], module: Any) -> list[str]:
@@ -1095,7 +1116,7 @@ def validate(spark: "SparkSession", cfg: Config, table: str, run_date: dt.date,
     started = time.monotonic()
     table_spec = spec(table)
     suite = load_suite(suite_for(table, cfg.root), cfg.root)
-    parameters = suite_parameters(cfg, run_date)
+    parameters = suite_parameters(cfg, run_date, spark)
     if df is None:
         df = read_table(spark, cfg, table).where(F.col(table_spec.date_column) == F.lit(run_date))
     cached_here = not df.is_cached

@@ -59,7 +59,8 @@ def transform_profile(features: "DataFrame", scored: "DataFrame", model_version:
     activity = (F.when(F.col("active_days_30d") >= 10, "high")
                 .when(F.col("active_days_30d") >= 3, "medium")
                 .when(F.col("active_days_30d") >= 1, "low").otherwise("inactive"))
-    price_band = (F.when(F.col("n_purchases_90d") + F.col("n_carts_30d") == 0, "unknown")
+    # Null, not made up, without purchases or carts to judge by (docs/features.md).
+    price_band = (F.when(F.col("n_purchases_90d") + F.col("n_carts_30d") == 0, F.lit(None).cast("string"))
                   .when(F.col("price_index") < 0.8, "budget")
                   .when(F.col("price_index") > 1.25, "premium").otherwise("mid"))
     rule_churn = F.round(1 - F.exp(-F.col("recency_days") / F.lit(7.0)), 4)
@@ -263,18 +264,22 @@ def score_users(spark: "SparkSession", cfg: Config, scorer: "Scorer", model_uri:
     return spark.createDataFrame(scored), count
 
 
-def user_rows(spark: "SparkSession", cfg: Config, run_date: dt.date) -> "DataFrame":
-    """gold.user_features of the day with the day's sequence arrays (seq_* columns)."""
+def user_rows(spark: "SparkSession", cfg: Config, run_date: dt.date, tags: list[str] | None = None) -> "DataFrame":
+    """gold.user_features of the day with the day's sequence arrays (seq_* columns).
+
+    affinity_<tag> for each of the model's `tags` (ModelSpec.tags), by name from the day's vocabulary.
+    """
     from pyspark.sql import functions as F
 
     from jobs.sequences import sequences_as_of
-    from ml.dataset import with_affinity_columns
+    from ml.dataset import vocab_as_of, with_affinity_columns
 
     features = read_table(spark, cfg, "gold.user_features").where(F.col("as_of_date") == F.lit(run_date))
     sequences = sequences_as_of(spark, cfg, run_date).select(
         "user_key", F.col("item_ids").alias("seq_item_ids"), F.col("categories").alias("seq_categories"),
         F.col("event_types").alias("seq_event_types"), F.col("gaps").alias("seq_gaps"))
-    return with_affinity_columns(features).join(sequences, "user_key", "left")
+    vocab = vocab_as_of(spark, cfg, run_date)
+    return with_affinity_columns(features, vocab, tags if tags is not None else vocab).join(sequences, "user_key", "left")
 
 
 def consumed_event_types(cfg: Config) -> tuple[str, ...]:
@@ -321,7 +326,7 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date) -> StepResult:
         raise InputDataError(f"gold.item_features has no rows for {run_date}; run the features step for that date")
     scorer = load_champion(cfg)
     version = scorer.version
-    scored, users_in = score_users(spark, cfg, scorer, champion_uri(cfg), user_rows(spark, cfg, run_date), items)
+    scored, users_in = score_users(spark, cfg, scorer, champion_uri(cfg), user_rows(spark, cfg, run_date, scorer.spec.tags), items)
     scored = scored.cache()
 
     result = StepResult("score", run_date)

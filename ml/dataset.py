@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,7 +28,9 @@ from ml.segments import SEGMENTS
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+log = logging.getLogger("portrait.dataset")
 
 PAD, OOV = 0, 1            # every vocabulary index starts at 2; 0 pads sequences, 1 is "not seen in training"
 SPLITS = ("train", "validation", "test")
@@ -130,6 +133,17 @@ def rolling_folds(plan: SplitPlan, folds: int) -> list[tuple[tuple[dt.date, ...]
     return out
 
 
+def churn_events(cfg: Config) -> tuple[str, ...]:
+    """model.churn_events, checked: the event types whose absence in the churn window is churn."""
+    value = cfg.get("model.churn_events", ["purchase"])
+    known = _event_types()
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not names or any(n not in known for n in names):
+        raise ConfigError(f"model.churn_events must be a non-empty list of event types ({', '.join(known)}), "
+                          f"got {value!r}")
+    return tuple(names)
+
+
 def plan_from_config(cfg: Config, run_date: dt.date, first_day: dt.date | None) -> SplitPlan:
     return plan_split(
         run_date, first_day,
@@ -142,17 +156,26 @@ def plan_from_config(cfg: Config, run_date: dt.date, first_day: dt.date | None) 
 
 # --- labels (Spark) -------------------------------------------------------------------------------
 
-def transform_interest_labels(events: "DataFrame", items: "DataFrame", after: dt.date, until: dt.date) -> "DataFrame":
-    """user_key -> the top-level categories the user touched in (after, until], as a 0/1 array (TOP_LEVEL order)."""
+def transform_interest_labels(events: "DataFrame", items: "DataFrame", after: dt.date, until: dt.date,
+                              tags: Sequence[str] | None = None) -> "DataFrame":
+    """user_key -> the tags the user touched in (after, until], as a 0/1 array in `tags` order.
+
+    An item counts toward each of its categories (`categories`, else `category`); a category the tags
+    do not name counts as `other` when the tags have it (jobs.common.catalogue.tag_of). Without
+    `tags`, the builtin taxonomy's top level.
+    """
     from pyspark.sql import functions as F
 
+    from jobs.common.catalogue import tag_of, with_categories
+
+    tags = list(tags) if tags is not None else list(TOP_LEVEL)
     window = events.where((F.col("event_date") > F.lit(after)) & (F.col("event_date") <= F.lit(until)))
-    touched = window.join(items.select("item_id", "category"), "item_id").groupBy("user_key").agg(
-        F.collect_set("category").alias("categories")
-    )
+    item_tags = with_categories(items).select("item_id", F.explode("categories").alias("_category")).select(
+        "item_id", tag_of(F.col("_category"), tags).alias("_tag")).where(F.col("_tag").isNotNull())
+    touched = window.join(item_tags, "item_id").groupBy("user_key").agg(F.collect_set("_tag").alias("categories"))
     return touched.select(
         "user_key",
-        F.array(*[F.array_contains("categories", c).cast("float") for c in TOP_LEVEL]).alias("labels"),
+        F.array(*[F.array_contains("categories", c).cast("float") for c in tags]).alias("labels"),
     )
 
 
@@ -167,14 +190,18 @@ def transform_bought(events: "DataFrame", as_of: dt.date) -> "DataFrame":
 
 def transform_examples(features: "DataFrame", sequences: "DataFrame", events: "DataFrame", items: "DataFrame",
                        future_features: "DataFrame | None", as_of: dt.date, horizon_days: int,
-                       churn_horizon_days: int, last_day: dt.date) -> "DataFrame":
+                       churn_horizon_days: int, last_day: dt.date, tags: Sequence[str] | None = None,
+                       churn_on: Sequence[str] = ("purchase",), churn_observable: bool = True) -> "DataFrame":
     """One row per user in `features` (as of `as_of`): features, sequence arrays, labels, bought items.
 
-    - tag_labels: array<float> over TOP_LEVEL, the categories touched in (as_of, as_of + horizon];
+    - tag_labels: array<float> over `tags` (the model's, ModelSpec.tags; default the builtin top level),
+      the categories touched in (as_of, as_of + horizon];
     - positives: the distinct items interacted with in that window, sorted (the retrieval targets);
-    - churn_label: 1.0 when the user bought nothing in (as_of, as_of + churn_horizon], looking no
-      further than `last_day`; churn_until = as_of + churn_horizon. A split may use the label only
-      where churn_until is on or before its own boundary (SplitPlan.boundary); elsewhere it is masked;
+    - churn_label: 1.0 when the user had no event of a `churn_on` type (model.churn_events, purchase
+      by default) in (as_of, as_of + churn_horizon], looking no further than `last_day`; churn_until =
+      as_of + churn_horizon. A split may use the label only where churn_until is on or before its own
+      boundary (SplitPlan.boundary); elsewhere it is masked. With `churn_observable` False (those
+      event types never occur in the data) churn_until is null: the label is masked everywhere;
     - segment_label: index in ml.segments.SEGMENTS of the rules on `future_features` (the features
       of as_of + horizon), -1 where the user has none there;
     - bought: items bought on or before as_of (never recommended, as in the baselines);
@@ -188,22 +215,23 @@ def transform_examples(features: "DataFrame", sequences: "DataFrame", events: "D
     until = as_of + dt.timedelta(days=horizon_days)
     if until > last_day:
         raise ValueError(f"labels of {as_of} need events up to {until}, after the last day {last_day}")
-    tags = transform_interest_labels(events, items, as_of, until).withColumnRenamed("labels", "tag_labels")
+    tags = list(tags) if tags is not None else list(TOP_LEVEL)
+    tag_labels = transform_interest_labels(events, items, as_of, until, tags).withColumnRenamed("labels", "tag_labels")
     window = events.where((F.col("event_date") > F.lit(as_of)) & (F.col("event_date") <= F.lit(until))
                           & F.col("item_id").isNotNull())
     positives = window.groupBy("user_key").agg(F.array_sort(F.collect_set("item_id")).alias("positives"))
     churn_until = as_of + dt.timedelta(days=churn_horizon_days)
-    buyers = events.where((F.col("event_type") == "purchase") & (F.col("event_date") > F.lit(as_of))
+    buyers = events.where((F.col("event_type").isin(*churn_on)) & (F.col("event_date") > F.lit(as_of))
                           & (F.col("event_date") <= F.lit(min(churn_until, last_day))))
     bought_later = buyers.select("user_key").distinct().withColumn("_bought_later", F.lit(True))
     seen = events.where(F.col("event_date") <= F.lit(as_of)).select("user_key").distinct().withColumn(
         "known", F.lit(True))
 
-    zero_tags = F.array(*[F.lit(0.0).cast("float") for _ in TOP_LEVEL])
+    zero_tags = F.array(*[F.lit(0.0).cast("float") for _ in tags])
     seq = sequences.select(
         "user_key", F.col("item_ids").alias("seq_item_ids"), F.col("categories").alias("seq_categories"),
         F.col("event_types").alias("seq_event_types"), F.col("gaps").alias("seq_gaps"))
-    out = (features.drop("as_of_date").join(seq, "user_key", "left").join(tags, "user_key", "left")
+    out = (features.drop("as_of_date").join(seq, "user_key", "left").join(tag_labels, "user_key", "left")
            .join(positives, "user_key", "left").join(bought_later, "user_key", "left")
            .join(transform_bought(events, as_of), "user_key", "left").join(seen, "user_key", "left"))
     if future_features is not None:
@@ -216,7 +244,7 @@ def transform_examples(features: "DataFrame", sequences: "DataFrame", events: "D
         F.coalesce("tag_labels", zero_tags).alias("tag_labels"),
         F.coalesce("positives", F.array().cast("array<string>")).alias("positives"),
         F.when(F.col("_bought_later"), 0.0).otherwise(1.0).cast("float").alias("churn_label"),
-        F.lit(churn_until).alias("churn_until"),
+        (F.lit(churn_until) if churn_observable else F.lit(None).cast("date")).alias("churn_until"),
         F.coalesce("segment_label", F.lit(-1)).cast("int").alias("segment_label"),
         F.coalesce("bought", F.array().cast("array<string>")).alias("bought"),
         F.coalesce("known", F.lit(False)).alias("known"),
@@ -226,19 +254,58 @@ def transform_examples(features: "DataFrame", sequences: "DataFrame", events: "D
 
 # --- reading the gold tables for past dates -------------------------------------------------------
 
-def with_affinity_columns(features: "DataFrame") -> "DataFrame":
-    """affinity_<category> columns, from the `category_affinity` array where a table has only that."""
+def with_affinity_columns(features: "DataFrame", vocab: Sequence[str] | None = None,
+                          tags: Sequence[str] | None = None) -> "DataFrame":
+    """+ affinity_<tag> for every tag, from `category_affinity` (an array over `vocab`, the features' date's
+    gold.category_vocab) by name: a tag the vocabulary lacks is 0, and `other` (when a tag) sums every
+    vocabulary entry the tags do not name. Columns already present are kept. Without `vocab`/`tags`,
+    the builtin taxonomy's top level (features written before gold.category_vocab existed).
+    """
     from pyspark.sql import functions as F
 
-    missing = [c for c in TOP_LEVEL if f"affinity_{c}" not in features.columns]
+    from jobs.common.catalogue import OTHER
+
+    vocab = list(vocab) if vocab is not None else list(TOP_LEVEL)
+    tags = list(tags) if tags is not None else vocab
+    missing = [t for t in tags if f"affinity_{t}" not in features.columns]
     if not missing:
         return features
     if "category_affinity" not in features.columns:
         raise InputDataError("user features have neither affinity_<category> columns nor category_affinity")
-    return features.select(
-        *features.columns,
-        *[F.coalesce(F.try_element_at("category_affinity", F.lit(TOP_LEVEL.index(c) + 1)), F.lit(0.0))
-          .cast("double").alias(f"affinity_{c}") for c in missing])
+
+    def entry(i: int) -> "Column":
+        return F.coalesce(F.try_element_at("category_affinity", F.lit(i + 1)), F.lit(0.0))
+
+    def value(tag: str) -> "Column":
+        if tag in vocab:
+            return entry(vocab.index(tag))
+        if tag == OTHER:
+            rest = [i for i, v in enumerate(vocab) if v not in tags]
+            return sum((entry(i) for i in rest), F.lit(0.0))
+        return F.lit(0.0)
+
+    return features.select(*features.columns, *[value(t).cast("double").alias(f"affinity_{t}") for t in missing])
+
+
+def vocab_as_of(spark: "SparkSession", cfg: Config, as_of: dt.date) -> list[str]:
+    """The category vocabulary of `as_of`: gold.category_vocab where the features step wrote it, else
+    computed the same way (as build_user_features does for features it recomputes)."""
+    from pyspark.sql import functions as F
+
+    from jobs.common.catalogue import read_category_vocab, vocab_list
+    from jobs.common.delta import read_table
+    from jobs.features import category_vocab, feature_params, latest_snapshot
+
+    try:
+        return read_category_vocab(spark, cfg, as_of)
+    except InputDataError:
+        events = read_table(spark, cfg, "silver.events")
+        items = latest_snapshot(spark, cfg, "silver.items", as_of)
+        vocab = vocab_list(category_vocab(events, items, as_of, feature_params(cfg).catalogue))
+        if not vocab:
+            raise InputDataError(f"no item of the silver.items snapshot for {as_of} has a category; check "
+                                 "category_path and the catalogue settings (docs/data-contract.md)") from None
+        return vocab
 
 
 def missing_dates(spark: "SparkSession", cfg: Config, name: str, dates: Sequence[dt.date]) -> list[dt.date]:
@@ -281,7 +348,10 @@ def backfill_missing_dates(spark: "SparkSession", cfg: Config, dates: Sequence[d
 
 
 def user_features_as_of(spark: "SparkSession", cfg: Config, as_of: dt.date) -> "DataFrame":
-    """gold.user_features of `as_of` where the features step wrote it, else recomputed (point in time)."""
+    """gold.user_features of `as_of` where the features step wrote it, else recomputed (point in time).
+
+    category_affinity is over the vocabulary of `as_of` (vocab_as_of); with_affinity_columns names it.
+    """
     from pyspark.sql import functions as F
 
     from jobs.common.delta import read_table, table_exists
@@ -290,8 +360,8 @@ def user_features_as_of(spark: "SparkSession", cfg: Config, as_of: dt.date) -> "
     if table_exists(spark, cfg, "gold.user_features"):
         stored = read_table(spark, cfg, "gold.user_features").where(F.col("as_of_date") == F.lit(as_of))
         if stored.limit(1).count():
-            return with_affinity_columns(stored)
-    return with_affinity_columns(build_user_features(spark, cfg, as_of))
+            return stored
+    return build_user_features(spark, cfg, as_of)
 
 
 def item_features_as_of(spark: "SparkSession", cfg: Config, as_of: dt.date, events: "DataFrame") -> "DataFrame":
@@ -319,6 +389,8 @@ class Snapshot:
     root: str
     plan: SplitPlan
     rows: dict[str, int] = field(default_factory=dict)          # as_of date -> example rows
+    tags: list[str] = field(default_factory=lambda: list(TOP_LEVEL))  # the tag_labels' order
+    churn_masked: str = ""                                      # why the churn label is masked everywhere, if it is
     table_versions: dict[str, int | None] = field(default_factory=dict)
 
     def example_dir(self, as_of: dt.date) -> str:
@@ -378,20 +450,31 @@ def write_snapshot(spark: "SparkSession", cfg: Config, plan: SplitPlan, root: st
     items = read_table(spark, cfg, "silver.items")
     newest_items = items.where(F.col("snapshot_date") == items.agg(F.max("snapshot_date")).collect()[0][0])
 
+    churn_on = churn_events(cfg)
+    # A label about an event the data never holds would call every user churned: mask it instead.
+    churn_observable = events.where(F.col("event_type").isin(*churn_on)).limit(1).count() > 0
+    if not churn_observable:
+        log.warning("no %s event in silver.events up to %s: the churn label is masked (set model.churn_events "
+                    "to event types the data has, e.g. [rating])", "/".join(churn_on), plan.run_date)
+
     features_cache: dict[dt.date, DataFrame] = {}
+    # The tag head's vocabulary: the category vocabulary of the newest example date (no later events).
+    tags = model_tags(spark, cfg, plan)
 
     def features(day: dt.date) -> "DataFrame":
         if day not in features_cache:
-            features_cache[day] = user_features_as_of(spark, cfg, day)
+            features_cache[day] = with_affinity_columns(user_features_as_of(spark, cfg, day),
+                                                        vocab_as_of(spark, cfg, day), tags)
         return features_cache[day]
 
-    snapshot = Snapshot(root=root, plan=plan)
+    snapshot = Snapshot(root=root, plan=plan, tags=tags,
+                        churn_masked="" if churn_observable else f"no {'/'.join(churn_on)} event in the data")
     writer_options = {"maxRecordsPerFile": str(SNAPSHOT_ROWS_PER_FILE)}
     for as_of in plan.as_of_dates():
         future_day = as_of + dt.timedelta(days=plan.horizon_days)
         examples = transform_examples(
             _only(features(as_of), users), sequences_as_of(spark, cfg, as_of), events, newest_items, features(future_day),
-            as_of, plan.horizon_days, plan.churn_horizon_days, plan.run_date)
+            as_of, plan.horizon_days, plan.churn_horizon_days, plan.run_date, tags, churn_on, churn_observable)
         examples = examples.drop("as_of_date").repartition(max(1, int(spark.conf.get("spark.sql.shuffle.partitions"))), "user_key")
         examples.sortWithinPartitions("user_key").write.mode("overwrite").options(**writer_options).parquet(
             snapshot.example_dir(as_of))
@@ -402,6 +485,11 @@ def write_snapshot(spark: "SparkSession", cfg: Config, plan: SplitPlan, root: st
     if not any(snapshot.rows.values()):
         raise InputDataError(f"no user has features on any training date of {plan.run_date}; nothing to train on")
     return snapshot
+
+
+def model_tags(spark: "SparkSession", cfg: Config, plan: SplitPlan) -> list[str]:
+    """The tags a model trained on `plan` predicts: the category vocabulary of its newest example date."""
+    return vocab_as_of(spark, cfg, max(plan.as_of_dates()))
 
 
 def _only(frame: "DataFrame", users: "DataFrame | None") -> "DataFrame":
@@ -708,12 +796,12 @@ def load_items(snapshot_files: dict[dt.date, list[str]], spec: "ModelSpec") -> d
 
 # --- building the spec from the training split ----------------------------------------------------
 
-def _feature_lists() -> tuple[list[str], list[str]]:
-    """(numeric, categorical) user feature names, read from jobs.features at run time."""
+def _feature_lists(tags: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(numeric, categorical) user feature names, read from jobs.features at run time; one affinity per tag."""
     import jobs.features as features
 
     numeric = list(features.NUMERIC_FEATURES)
-    numeric += list(getattr(features, "AFFINITY_FEATURES", tuple(f"affinity_{c}" for c in TOP_LEVEL)))
+    numeric += [f"affinity_{t}" for t in tags]
     categorical = list(getattr(features, "CATEGORICAL_FEATURES", ("age_band", "gender", "city")))
     return list(dict.fromkeys(numeric)), categorical
 
@@ -750,6 +838,14 @@ def _top_values(column, limit: int) -> list[str]:
     return [v for _, v in pairs[:limit]]
 
 
+def _item_categories(items: "pa.Table", tags: Sequence[str]) -> list[str]:
+    """The item-category vocabulary: the tags, then the items' other categories, most items first (capped)."""
+    if "category" not in items.column_names:
+        return list(tags)
+    others = [c for c in _top_values(items.column("category"), 1000) if c not in tags]
+    return list(tags) + others
+
+
 def neighbour_top_n(cfg: Config) -> int:
     """model.neighbour_top_n, checked: the neighbours each item keeps for the neighbour term."""
     value = cfg.get("model.neighbour_top_n", 100)
@@ -763,15 +859,19 @@ def neighbour_top_n(cfg: Config) -> int:
 
 
 def build_spec(cfg: Config, train_files: Sequence[str], item_files: Sequence[str], plan: SplitPlan,
-               feature_version: str = "") -> ModelSpec:
-    """Vocabularies and scaling from the training split (a sample for the scaling), never from later days."""
+               feature_version: str = "", tags: Sequence[str] | None = None) -> ModelSpec:
+    """Vocabularies and scaling from the training split (a sample for the scaling), never from later days.
+
+    `tags` is the snapshot's tag order (Snapshot.tags, the category vocabulary); default the builtin top level.
+    """
+    tags = list(tags) if tags is not None else list(TOP_LEVEL)
     import pyarrow as pa
     import pyarrow.compute as pc
 
     sample = read_table(train_files, max_rows=int(cfg.get("model.spec_sample_rows", 50_000)))
     if sample.num_rows == 0:
         raise InputDataError(f"the training split of {plan.run_date} ({', '.join(map(str, plan.train_as_of))}) has no rows")
-    numeric_names, categorical_names = _feature_lists()
+    numeric_names, categorical_names = _feature_lists(tags)
     numeric = [n for n in numeric_names if n in sample.column_names and _is_numeric(sample.schema.field(n).type)]
     if not numeric:
         raise InputDataError(f"the training snapshot has none of the numeric features {numeric_names[:5]}...; "
@@ -789,7 +889,8 @@ def build_spec(cfg: Config, train_files: Sequence[str], item_files: Sequence[str
         share_features=shares,
         sequence_item_features=[n for n in SEQUENCE_ITEM_FEATURES if n in item_numeric],
         categorical_vocab={n: _top_values(sample.column(n), max_categories) for n in categorical},
-        item_vocab=item_vocab, category_vocab=list(TOP_LEVEL), event_type_vocab=_event_types(), brand_vocab=brands,
+        item_vocab=item_vocab, category_vocab=_item_categories(items, tags), event_type_vocab=_event_types(),
+        brand_vocab=brands, tags=tags,
         item_numeric_features=item_numeric, item_log_features=_logged(items, item_numeric),
         sequence_length=int(cfg.get("model.sequence_length", 50)), feature_version=feature_version,
         neighbour_top_n=neighbour_top_n(cfg),

@@ -4,7 +4,7 @@ Two towers and four heads. The user tower reads the dense features (normalised i
 categorical embeddings and the interaction sequence (a GRU with masking, plus an attention pool of
 the sequence's item embeddings, which share their table with the item tower). The item tower reads
 the item id embedding, category, brand and the numeric item features. Heads: interest tags
-(multi-label sigmoid over the top-level taxonomy), segment (softmax), churn (sigmoid) and the user
+(multi-label sigmoid over the shop's categories, ModelSpec.tags), segment (softmax), churn (sigmoid) and the user
 embedding, trained with an in-batch sampled softmax against the item tower. docs/model.md has the
 picture.
 """

@@ -25,7 +25,7 @@ from jobs.common.config import Config
 from jobs.common.errors import ConfigError, InputDataError, PortraitError
 from jobs.common.step import StepResult
 from ml.dataset import (
-    ExampleDataset, LossWeights, ModelSpec, Snapshot, SplitPlan, build_spec, chunks_of, encode_labels,
+    ExampleDataset, LossWeights, ModelSpec, Snapshot, SplitPlan, build_spec, chunks_of, churn_events, encode_labels,
     encode_users, label_stats, load_items, neighbour_top_n, numeric_matrix, plan_from_config, read_table,
     snapshot_root, user_numeric, write_snapshot,
 )
@@ -375,7 +375,7 @@ def cross_validate(cfg: Config, spec: ModelSpec, snapshot: Snapshot, items, devi
     ndcg, recall = [], []
     for train_dates, validation_date in folds:
         plan = replace(snapshot.plan, validation_as_of=validation_date)
-        fold = Snapshot(snapshot.root, plan, snapshot.rows, snapshot.table_versions)
+        fold = Snapshot(snapshot.root, plan, snapshot.rows, snapshot.table_versions, snapshot.tags)
         validation = load_holdout(fold, int(cfg.get("model.eval_max_users", 50_000)), split="validation")
         validation.boundary = validation_date + dt.timedelta(days=plan.horizon_days)
         result = fit(cfg, spec, fold, items, train_dates, validation_date, epochs, device, validation, k)
@@ -417,7 +417,7 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
     device = detect(cfg)
     device.apply_precision()
     spec = build_spec(cfg, snapshot.files(plan.train_as_of), snapshot.files(plan.as_of_dates(), "items"), plan,
-                      FEATURE_VERSION)
+                      FEATURE_VERSION, snapshot.tags)
     items = load_items({d: snapshot.files([d], "items") for d in plan.as_of_dates()}, spec)
     validation = load_holdout(snapshot, int(cfg.get("model.eval_max_users", 50_000)), split="validation")
     max_epochs = int(cfg.get("model.epochs", 8))
@@ -458,6 +458,7 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
                   "device": device.describe(), "k": k, "best_epoch": selection.best_epoch,
                   "train_rows": selection.stats.rows, "refit_rows": final.stats.rows,
                   "holdout_users": len(holdout.truth), "churn_trained": spec.churn_trained,
+                  "churn_masked": getattr(snapshot, "churn_masked", "") or "no",
                   "repeat_scale_multiplier": tuning.repeat_multiplier, "neighbour_scale": tuning.neighbour_scale,
                   **{f"split.{key}": (",".join(v) if isinstance(v, list) else v) for key, v in plan.to_dict().items()},
                   **{f"data_version.{t}": v for t, v in snapshot.table_versions.items()},
@@ -663,6 +664,7 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, retrain: str = "a
         return result
 
     neighbour_top_n(cfg)                     # a bad setting fails now, not after the snapshot
+    churn_events(cfg)
     first_day = read_delta(spark, cfg, "silver.events").agg(F.min("event_date")).collect()[0][0]
     plan = plan_from_config(cfg, run_date, first_day)
     limit = int(sample_users or 0)

@@ -73,7 +73,7 @@ def test_user_features_by_hand(spark):
     assert affinity["electronics"] == pytest.approx(electronics / (electronics + beauty))
     assert affinity["beauty"] == pytest.approx(beauty / (electronics + beauty))
     assert sum(affinity.values()) == pytest.approx(1.0)
-    assert a["affinity_electronics"] == pytest.approx(affinity["electronics"])  # the same value, one column each
+    assert not [c for c in a.asDict() if c.startswith("affinity_")]  # one array, no column per category
 
     b = rows["b"]  # a user without events still gets a row, with the documented defaults
     assert (b["n_events_30d"], b["recency_days"], b["price_index"], sum(b["category_affinity"])) == (0, 90, 1.0, 0)
@@ -191,7 +191,7 @@ def test_price_band_and_consumption_capacity(rich):
     assert c["price_percentile_90d"] == pytest.approx(1 / 4)
     assert c["price_band"] == "budget"
     d = rich["d"]
-    assert (d["price_index"], d["price_percentile_90d"], d["price_band"]) == (1.0, 0.5, "unknown")
+    assert (d["price_index"], d["price_percentile_90d"], d["price_band"]) == (1.0, 0.5, None)
 
 
 def test_category_and_brand_affinity_decay(rich):
@@ -201,10 +201,11 @@ def test_category_and_brand_affinity_decay(rich):
     beauty = (1 + 1 + 2) * h + 2 * h ** 20
     shoes = 1 * h ** 20 + (5 + 3) * h ** 60  # the English search's intent, the Nike purchase and the Anta cart
     total = electronics + beauty + shoes
-    assert c["affinity_electronics"] == pytest.approx(electronics / total)
-    assert c["affinity_beauty"] == pytest.approx(beauty / total)
-    assert c["affinity_shoes_bags"] == pytest.approx(shoes / total)
-    assert sum(c[f"affinity_{x}"] for x in TOP_LEVEL) == pytest.approx(1.0)
+    affinity = dict(zip(TOP_LEVEL, c["category_affinity"]))  # no vocabulary given: the builtin top level
+    assert affinity["electronics"] == pytest.approx(electronics / total)
+    assert affinity["beauty"] == pytest.approx(beauty / total)
+    assert affinity["shoes_bags"] == pytest.approx(shoes / total)
+    assert sum(affinity.values()) == pytest.approx(1.0)
     brands = {"Sony": 1 + 2 + 3 + 5 + 1, "Proya": 4 * h + 2 * h ** 20, "Nike": 5 * h ** 60, "Anta": 3 * h ** 60}
     brand_total = sum(brands.values())
     assert [b["brand"] for b in c["top_brands"]] == ["Sony", "Proya", "Nike", "Anta"]
@@ -414,8 +415,12 @@ def test_features_step_falls_back_then_continues_and_reruns(spark, tmp_path, ric
     assert stored["c"]["search_keywords"] == rich["c"]["search_keywords"]
     audit = read_table(spark, cfg, "ops.run_audit").where(f"step = 'features' AND run_date = DATE'{D}'").collect()
     assert {r["table_name"] for r in audit} == {"gold.user_feature_state", "gold.user_features", "gold.item_features",
-                                                "gold.user_sequences"}
+                                                "gold.category_vocab", "gold.user_sequences"}
     assert all(r["balanced"] for r in audit)
+    # The day's vocabulary: categories by the window's events on their items (i1 x4 + i3; i2 x4; i4, i6).
+    vocab = read_table(spark, cfg, "gold.category_vocab").where(f"as_of_date = DATE'{D}'")
+    assert sorted((r["position"], r["category"], r["n_items"], r["n_events"]) for r in vocab.collect()) == [
+        (0, "electronics", 3, 5), (1, "beauty", 1, 4), (2, "shoes_bags", 2, 2)]
     sequences = read_table(spark, cfg, "gold.user_sequences").where(f"as_of_date = DATE'{D}'")
     # d is in the user master only: features for everyone, a sequence only for users with interactions.
     assert [r["user_key"] for r in sequences.select("user_key").collect()] == ["c"]
@@ -435,6 +440,7 @@ def test_features_step_falls_back_then_continues_and_reruns(spark, tmp_path, ric
 
 def test_strongest_affinities_match_planted_interests(spark, tmp_path):
     import pandas as pd
+    from pyspark.sql import functions as F
 
     from jobs.common.taxonomy import top_level_of
     from jobs.generate import generate
@@ -458,7 +464,8 @@ def test_strongest_affinities_match_planted_interests(spark, tmp_path):
     users = spark.createDataFrame([(u,) for u in raw["user_id"].unique().tolist()], "user_key string")
     last = start + dt.timedelta(days=days - 1)
     features = transform_user_features(events, users, items, last).select(
-        "user_key", "n_events_90d", *[f"affinity_{c}" for c in TOP_LEVEL]).toPandas()
+        "user_key", "n_events_90d", *[F.col("category_affinity")[i].alias(f"affinity_{c}")
+                                      for i, c in enumerate(TOP_LEVEL)]).toPandas()
 
     truth = pd.read_parquet(tmp_path / "truth" / "users.parquet").set_index("user_id")
     active = features[features["n_events_90d"] >= 20]
@@ -482,10 +489,12 @@ def test_item_features_popularity_conversion_and_price_rank(spark):
     items = spark.createDataFrame(
         [("i1", "electronics", "A", 100.0, "Sony 无线降噪耳机", "electronics>headphones"),
          ("i2", "beauty", "B", 50.0, "Proya hydrating serum", "beauty>skincare"),
-         ("i3", "electronics", "C", 300.0, None, "electronics>cameras")],
+         ("i3", "electronics", "C", 300.0, None, "electronics>cameras"),
+         ("i9", "electronics", None, None, None, "electronics")],  # no price: no position, and i1/i3 keep theirs
         "item_id string, category string, brand string, price double, title string, category_path string",
     )
     rows = {r["item_id"]: r for r in transform_item_features(events, items, D, half_life_days=14.0).collect()}
+    assert (rows["i9"]["price"], rows["i9"]["price_pct_in_category"]) == (None, None)
     i1 = rows["i1"]
     assert (i1["views_30d"], i1["purchases_30d"], i1["conversion_30d"]) == (1, 1, 1.0)
     assert (i1["views_1d"], i1["purchases_1d"], i1["n_events_7d"], i1["conversion_1d"]) == (1, 0, 2, 0.0)

@@ -217,14 +217,15 @@ def user_rows(day: dt.date, keys=(U1, U2, U3, U4)) -> list[tuple]:
     return [(k, "25-34", "F", "teacher", "Chengdu", dt.date(2030, 1, 1), day) for k in keys]
 
 
-ITEMS_SCHEMA = ("item_id string, title string, category_path string, category string, brand string, "
-                "price double, snapshot_date date")
+ITEMS_SCHEMA = ("item_id string, title string, category_path string, category string, categories array<string>, "
+                "brand string, price double, snapshot_date date")
 
 
 def item_rows(day: dt.date) -> list[tuple]:
     """i1..i7 electronics and i8 beauty: the profile's interest tags name categories that have items."""
     return [(f"i{i}", f"item {i}", "beauty>skincare" if i == 8 else "electronics>headphones",
-             "beauty" if i == 8 else "electronics", "Sony", 10.0 * i, day) for i in range(1, 9)]
+             "beauty" if i == 8 else "electronics", ["beauty" if i == 8 else "electronics"], "Sony", 10.0 * i, day)
+            for i in range(1, 9)]
 
 
 ITEM_FEATURES_SCHEMA = ("item_id string, category string, brand string, price double, views_30d long, "
@@ -728,20 +729,28 @@ def user_feature_rows() -> list[tuple]:
 
 
 @pytest.mark.spark
-@pytest.mark.parametrize("defect", [None, "affinity_above_one"])
+@pytest.mark.parametrize("defect", [None, "affinity_above_one", "affinity_not_over_the_vocabulary"])
 def test_gold_user_features(spark, lake, defect):
+    from jobs.common.delta import replace_dates
     from jobs.quality import validate
 
     rows = user_feature_rows()
-    if defect:
+    if defect == "affinity_above_one":
         rows = replace_column(rows, USER_FEATURES_SCHEMA, 1, "category_affinity", [1.5] + [0.0] * (len(TOP_LEVEL) - 1))
+    if defect == "affinity_not_over_the_vocabulary":  # the date's vocabulary has 3 entries, the arrays 22
+        vocab = [(c, i, 1, 1, 1, D) for i, c in enumerate(("beauty", "pets", "other"))]
+        replace_dates(spark.createDataFrame(vocab, "category string, position int, n_items long, n_events long, "
+                                                   "n_members long, as_of_date date"), lake, "gold.category_vocab", [D])
     report = validate(spark, lake, "gold.user_features", D, df=spark.createDataFrame(rows, USER_FEATURES_SCHEMA))
     if defect is None:
         assert report.success and failures(report) == set(), report.summary()
         assert not report.result("exists_in(user_key)").skipped
-    else:
+    elif defect == "affinity_above_one":
         assert_only(report, "array_values(category_affinity)")
         assert report.result("array_values(category_affinity)").sample[0]["user_key"] == U2
+    else:
+        assert_only(report, "array_values(category_affinity)")
+        assert report.result("array_values(category_affinity)").unexpected_count == 4
 
 
 @pytest.mark.spark

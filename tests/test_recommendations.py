@@ -76,6 +76,7 @@ def test_profile_takes_segment_and_churn_from_the_model(spark):
     assert (a["model_version"], a["feature_version"], a["user_embedding"]) == ("7", "2", [0.5, 0.5])
     # b was not scored: the rules stand in (no activity in 30 days -> dormant; churn 1 - exp(-14/7))
     assert (b["segment_id"], b["churn_risk"], b["interest_tags"]) == ("dormant", pytest.approx(0.8647, abs=1e-4), [])
+    assert b["price_band"] is None  # nothing bought or carted: no band, rather than a made-up 'unknown
     untrained = {r["user_key"]: r for r in transform_profile(features, scored.drop("candidates"), "7",
                                                              churn_from_model=False).collect()}
     assert untrained["a"]["churn_risk"] == 0.0   # recency 0: the rule, not the untrained head

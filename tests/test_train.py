@@ -255,3 +255,28 @@ def test_examples_and_labels_by_hand(spark):
     assert (c["positives"], c["churn_label"], c["known"], c["segment_label"]) == ([], 0.0, False, -1)
     with pytest.raises(ValueError, match="after the last day"):
         transform_examples(features, sequences, events, items, future, t, 2, 3, last_day=day(1))
+
+    # A shop's own tags: each of an item's categories counts, one outside the tags counts as `other`;
+    # churn on ratings; a label about an event the data never holds is masked (churn_until null).
+    genres = spark.createDataFrame([("i1", ["drama"]), ("i2", ["drama", "thriller"]), ("i3", ["anime"]),
+                                    ("i4", ["drama"])], "item_id string, categories array<string>")
+    rated = events.unionByName(spark.createDataFrame([("c", "rating", "i1", day(1))], events.schema))
+    own = {r["user_key"]: r.asDict() for r in transform_examples(
+        features, sequences, rated, genres, future, t, 2, 3, day(3), tags=["drama", "thriller", "other"],
+        churn_on=["rating"]).collect()}
+    assert own["a"]["tag_labels"] == [1.0, 1.0, 1.0] and own["c"]["tag_labels"] == [1.0, 0.0, 0.0]
+    assert (own["a"]["churn_label"], own["c"]["churn_label"], own["c"]["churn_until"]) == (1.0, 0.0, day(3))
+    masked = transform_examples(features, sequences, events, genres, future, t, 2, 3, day(3), tags=["drama"],
+                                churn_on=["rating"], churn_observable=False).collect()
+    assert [r["churn_until"] for r in masked] == [None, None, None]
+
+
+def test_churn_events_are_checked_by_name():
+    from jobs.common.config import Config
+    from ml.dataset import churn_events
+
+    assert churn_events(Config("t", None, {"model": {"churn_events": ["rating", "review"]}})) == ("rating", "review")
+    assert churn_events(Config("t", None, {"model": {}})) == ("purchase",)
+    for bad in (["teleport"], [], "nothing"):
+        with pytest.raises(ConfigError, match="model.churn_events"):
+            churn_events(Config("t", None, {"model": {"churn_events": bad}}))
