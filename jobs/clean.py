@@ -832,7 +832,8 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, collect_days: int
     try:
         items_in, no_id = _rows_and_missing(items, "item_id")
         cleaned = transform_items(items, params.price_range, CatalogueParams.from_config(cfg))
-        items_out = replace_dates(cleaned, cfg, "silver.items", [run_date])
+        # add_columns: a silver.items written before `categories` existed takes the new column.
+        items_out = replace_dates(cleaned, cfg, "silver.items", [run_date], add_columns=True)
         result.tables.append(TableCount("silver.items", items_in, items_out, items_in - no_id - items_out,
                                         {"missing_item_id": no_id} if no_id else {}))
     finally:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("portrait.features")
 
-FEATURE_VERSION = "2"
+FEATURE_VERSION = "3"  # 3: affinities and search intent over the date's category vocabulary; price band null
 MODES = ("incremental", "full")
 
 # Event type -> the plural used in count names (n_views_30d, n_carts_7d, ...).
@@ -427,9 +427,11 @@ def build_user_features(spark: "SparkSession", cfg: Config, as_of: dt.date,
     users = latest_snapshot(spark, cfg, "silver.users", as_of)
     params = feature_params(cfg)
     snapshot = items
-    if "snapshot_date" in items.columns:
-        newest = items.agg(F.max(F.when(F.col("snapshot_date") <= F.lit(as_of), F.col("snapshot_date")))).collect()[0][0]
-        snapshot = items.where(F.col("snapshot_date") == F.lit(newest)) if newest else items
+    if "snapshot_date" in items.columns:  # the snapshot latest_snapshot picks: newest by as_of, else the oldest
+        bounds = items.agg(F.max(F.when(F.col("snapshot_date") <= F.lit(as_of), F.col("snapshot_date"))),
+                           F.min("snapshot_date")).collect()[0]
+        chosen = bounds[0] or bounds[1]
+        snapshot = items.where(F.col("snapshot_date") == F.lit(chosen)) if chosen else items
     vocab = vocab_list(category_vocab(events, snapshot, as_of, params.catalogue))
     state = transform_full_state(events, items, as_of, params)
     return transform_features_from_state(state, users, as_of, read_social_degree(spark, cfg, as_of),

@@ -258,8 +258,8 @@ def with_affinity_columns(features: "DataFrame", vocab: Sequence[str] | None = N
                           tags: Sequence[str] | None = None) -> "DataFrame":
     """+ affinity_<tag> for every tag, from `category_affinity` (an array over `vocab`, the features' date's
     gold.category_vocab) by name: a tag the vocabulary lacks is 0, and `other` (when a tag) sums every
-    vocabulary entry the tags do not name. Columns already present are kept. Without `vocab`/`tags`,
-    the builtin taxonomy's top level (features written before gold.category_vocab existed).
+    vocabulary entry the tags do not name. affinity_ columns already there (an older table) are
+    replaced. Without `vocab`/`tags`, the builtin taxonomy's top level.
     """
     from pyspark.sql import functions as F
 
@@ -267,11 +267,13 @@ def with_affinity_columns(features: "DataFrame", vocab: Sequence[str] | None = N
 
     vocab = list(vocab) if vocab is not None else list(TOP_LEVEL)
     tags = list(tags) if tags is not None else vocab
-    missing = [t for t in tags if f"affinity_{t}" not in features.columns]
-    if not missing:
-        return features
     if "category_affinity" not in features.columns:
+        if all(f"affinity_{t}" in features.columns for t in tags):
+            return features
         raise InputDataError("user features have neither affinity_<category> columns nor category_affinity")
+    # Columns of an older table (version 2 wrote one per builtin category; newer rows read them as null)
+    # are replaced by the values of the array.
+    features = features.drop(*[c for c in features.columns if c.startswith("affinity_")])
 
     def entry(i: int) -> "Column":
         return F.coalesce(F.try_element_at("category_affinity", F.lit(i + 1)), F.lit(0.0))
@@ -284,7 +286,7 @@ def with_affinity_columns(features: "DataFrame", vocab: Sequence[str] | None = N
             return sum((entry(i) for i in rest), F.lit(0.0))
         return F.lit(0.0)
 
-    return features.select(*features.columns, *[value(t).cast("double").alias(f"affinity_{t}") for t in missing])
+    return features.select(*features.columns, *[value(t).cast("double").alias(f"affinity_{t}") for t in tags])
 
 
 def vocab_as_of(spark: "SparkSession", cfg: Config, as_of: dt.date) -> list[str]:
@@ -335,7 +337,9 @@ def backfill_missing_dates(spark: "SparkSession", cfg: Config, dates: Sequence[d
     import jobs.sequences
 
     done = {}
-    features = missing_dates(spark, cfg, "gold.user_features", dates)
+    # A date without its vocabulary was written before gold.category_vocab existed: write it again.
+    features = sorted(set(missing_dates(spark, cfg, "gold.user_features", dates))
+                      | set(missing_dates(spark, cfg, "gold.category_vocab", dates)))
     if features:
         jobs.features.backfill(spark, cfg, features[0], features[-1])
         done["gold.user_features"] = features
@@ -355,10 +359,12 @@ def user_features_as_of(spark: "SparkSession", cfg: Config, as_of: dt.date) -> "
     from pyspark.sql import functions as F
 
     from jobs.common.delta import read_table, table_exists
-    from jobs.features import build_user_features
+    from jobs.features import FEATURE_VERSION, build_user_features
 
     if table_exists(spark, cfg, "gold.user_features"):
-        stored = read_table(spark, cfg, "gold.user_features").where(F.col("as_of_date") == F.lit(as_of))
+        # Rows of an older feature version have their arrays over another list (the builtin taxonomy).
+        stored = read_table(spark, cfg, "gold.user_features").where(
+            (F.col("as_of_date") == F.lit(as_of)) & (F.col("feature_version") == F.lit(FEATURE_VERSION)))
         if stored.limit(1).count():
             return stored
     return build_user_features(spark, cfg, as_of)

@@ -77,7 +77,7 @@ def test_user_features_by_hand(spark):
 
     b = rows["b"]  # a user without events still gets a row, with the documented defaults
     assert (b["n_events_30d"], b["recency_days"], b["price_index"], sum(b["category_affinity"])) == (0, 90, 1.0, 0)
-    assert (a["as_of_date"], a["feature_version"]) == (D, "2")
+    assert (a["as_of_date"], a["feature_version"]) == (D, "3")
 
     # Tomorrow's purchase is in none of the figures above, and it does count tomorrow.
     next_day = {r["user_key"]: r for r in transform_user_features(events, users, items, tomorrow).collect()}
@@ -504,7 +504,7 @@ def test_item_features_popularity_conversion_and_price_rank(spark):
     assert (i1["price_pct_in_category"], rows["i3"]["price_pct_in_category"]) == (0.0, 1.0)
     assert i1["title_tokens"] == ["sony", "无线", "降噪", "耳机"]
     assert rows["i2"]["title_tokens"] == ["proya", "hydrating", "serum"]
-    assert (rows["i3"]["title_tokens"], i1["category_path"], i1["feature_version"]) == ([], "electronics>headphones", "2")
+    assert (rows["i3"]["title_tokens"], i1["category_path"], i1["feature_version"]) == ([], "electronics>headphones", "3")
 
 
 # --- the documentation covers every column ----------------------------------------------------------

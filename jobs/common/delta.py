@@ -40,12 +40,14 @@ def _date_predicate(column: str, dates: Iterable[dt.date]) -> str:
 
 
 def replace_dates(
-    df: "DataFrame", cfg: Config, name: str, dates: Iterable[dt.date], extra_predicate: str | None = None
+    df: "DataFrame", cfg: Config, name: str, dates: Iterable[dt.date], extra_predicate: str | None = None,
+    add_columns: bool = False,
 ) -> int:
     """Write df as the complete content of `dates` in table `name`; other dates stay untouched.
 
     Delta's replaceWhere makes the write atomic and rerun-safe, and it refuses rows that fall
-    outside the predicate, so a step can never spill into a date it does not own.
+    outside the predicate, so a step can never spill into a date it does not own. `add_columns`
+    lets a step add a column its table did not have yet (Delta mergeSchema; older rows read it as null).
     Returns the number of rows written, from the commit's own metrics.
     """
     table = spec(name)
@@ -56,6 +58,7 @@ def replace_dates(
         df.write.format("delta")
         .mode("overwrite")
         .option("replaceWhere", predicate)
+        .option("mergeSchema", str(add_columns).lower())
         .partitionBy(*table.partition_by)
         .save(table_path(cfg, name))
     )
