@@ -234,7 +234,7 @@ def shop_intent_dictionary(paths: Iterator[str] | list[str], aliases: Mapping[st
 
     def claim(phrase: str, category: str) -> None:
         key = normalise(phrase.replace("_", " "))
-        if key:
+        if key and category != "unknown":  # an alias onto unknown names no category to search for
             claims.setdefault(key, set()).add(category)
 
     aliases = dict(aliases or {})

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from jobs.common.audit import write_audit
 from jobs.common.catalogue import (
-    OTHER, CatalogueParams, read_category_vocab, transform_category_vocab, vocab_list, with_categories,
+    OTHER, CatalogueParams, transform_category_vocab, vocab_list, with_categories,
 )
 from jobs.common.config import Config
 from jobs.common.delta import read_table, replace_dates, table_exists
@@ -183,7 +183,8 @@ def _shares(m: "Column", total: "Column", vocab: Sequence[str]) -> "Column":
         inside = F.aggregate(F.map_values(F.map_filter(m, lambda k, v: k.isin(*named) if named else F.lit(False))),
                              F.lit(0.0), lambda acc, x: acc + x)
         entries[OTHER] = F.greatest(total - inside, F.lit(0.0))
-    return F.array(*[F.when(total > 0, entries[c] / total).otherwise(F.lit(0.0)) for c in vocab]).cast("array<double>")
+    shares = [F.when(total > 0, entries[c] / total).otherwise(F.lit(0.0)) for c in vocab]
+    return (F.array(*shares) if shares else F.array()).cast("array<double>")
 
 
 def transform_features_from_state(state: "DataFrame", users: "DataFrame", as_of: dt.date,
@@ -196,10 +197,7 @@ def transform_features_from_state(state: "DataFrame", users: "DataFrame", as_of:
     """
     from pyspark.sql import functions as F
 
-    vocab = list(vocab) if vocab is not None else list(TOP_LEVEL)
-    if not vocab:
-        raise InputDataError(f"the category vocabulary of {as_of} is empty: no item has a category; "
-                             "check silver.items.category_path and the catalogue settings")
+    vocab = list(vocab) if vocab is not None else list(TOP_LEVEL)  # empty when no item has a category
 
     joined = conform_users(users).join(state.drop("as_of_date"), "user_key", "left")
     if social is not None:
@@ -509,7 +507,9 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, mode: str | None 
     written = replace_dates(category_vocab(events, item_snapshot, run_date, params.catalogue),
                             cfg, "gold.category_vocab", [run_date])
     result.tables.append(TableCount("gold.category_vocab", written, written))
-    vocab = read_category_vocab(spark, cfg, run_date)
+    vocab = vocab_list(read_table(spark, cfg, "gold.category_vocab").where(F.col("as_of_date") == F.lit(run_date)))
+    if not vocab:
+        log.warning("features %s: no item has a category; category_affinity and search_intent are empty", run_date)
 
     stored = read_table(spark, cfg, "gold.user_feature_state").where(F.col("as_of_date") == F.lit(run_date))
     users = latest_snapshot(spark, cfg, "silver.users", run_date)

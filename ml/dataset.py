@@ -300,14 +300,10 @@ def vocab_as_of(spark: "SparkSession", cfg: Config, as_of: dt.date) -> list[str]
 
     try:
         return read_category_vocab(spark, cfg, as_of)
-    except InputDataError:
+    except InputDataError:  # not written (or empty): computed as the features step would
         events = read_table(spark, cfg, "silver.events")
         items = latest_snapshot(spark, cfg, "silver.items", as_of)
-        vocab = vocab_list(category_vocab(events, items, as_of, feature_params(cfg).catalogue))
-        if not vocab:
-            raise InputDataError(f"no item of the silver.items snapshot for {as_of} has a category; check "
-                                 "category_path and the catalogue settings (docs/data-contract.md)") from None
-        return vocab
+        return vocab_list(category_vocab(events, items, as_of, feature_params(cfg).catalogue))
 
 
 def missing_dates(spark: "SparkSession", cfg: Config, name: str, dates: Sequence[dt.date]) -> list[dt.date]:
@@ -321,6 +317,20 @@ def missing_dates(spark: "SparkSession", cfg: Config, name: str, dates: Sequence
     present = {r[0] for r in read_table(spark, cfg, name).where(F.col("as_of_date").isin(*dates))
                .select("as_of_date").distinct().collect()}
     return sorted(d for d in dates if d not in present)
+
+
+def _stale_dates(spark: "SparkSession", cfg: Config, dates: Sequence[dt.date]) -> list[dt.date]:
+    """The dates among `dates` whose gold.user_features rows are all of an older feature version."""
+    from pyspark.sql import functions as F
+
+    from jobs.common.delta import read_table, table_exists
+    from jobs.features import FEATURE_VERSION
+
+    if not table_exists(spark, cfg, "gold.user_features"):
+        return []
+    versions = read_table(spark, cfg, "gold.user_features").where(F.col("as_of_date").isin(*dates)).groupBy(
+        "as_of_date").agg(F.max(F.col("feature_version") == F.lit(FEATURE_VERSION)).alias("current")).collect()
+    return sorted(r["as_of_date"] for r in versions if not r["current"])
 
 
 def backfill_missing_dates(spark: "SparkSession", cfg: Config, dates: Sequence[dt.date]) -> dict[str, list[dt.date]]:
@@ -337,9 +347,8 @@ def backfill_missing_dates(spark: "SparkSession", cfg: Config, dates: Sequence[d
     import jobs.sequences
 
     done = {}
-    # A date without its vocabulary was written before gold.category_vocab existed: write it again.
-    features = sorted(set(missing_dates(spark, cfg, "gold.user_features", dates))
-                      | set(missing_dates(spark, cfg, "gold.category_vocab", dates)))
+    # A date stored with an older feature version (its arrays over another list) is written again.
+    features = sorted(set(missing_dates(spark, cfg, "gold.user_features", dates)) | set(_stale_dates(spark, cfg, dates)))
     if features:
         jobs.features.backfill(spark, cfg, features[0], features[-1])
         done["gold.user_features"] = features
@@ -494,8 +503,17 @@ def write_snapshot(spark: "SparkSession", cfg: Config, plan: SplitPlan, root: st
 
 
 def model_tags(spark: "SparkSession", cfg: Config, plan: SplitPlan) -> list[str]:
-    """The tags a model trained on `plan` predicts: the category vocabulary of its newest example date."""
-    return vocab_as_of(spark, cfg, max(plan.as_of_dates()))
+    """The tags a model trained on `plan` predicts: the category vocabulary of its newest example date.
+
+    Without any categorised item (a catalogue of one uncategorised item) the head keeps one tag,
+    `other`, that no item reaches: its labels are all 0 and it says nothing, rather than a head of no units.
+    """
+    from jobs.common.catalogue import OTHER
+
+    tags = vocab_as_of(spark, cfg, max(plan.as_of_dates()))
+    if not tags:
+        log.warning("no item has a category on %s: the interest-tag head has nothing to learn", max(plan.as_of_dates()))
+    return tags or [OTHER]
 
 
 def _only(frame: "DataFrame", users: "DataFrame | None") -> "DataFrame":

@@ -42,11 +42,13 @@ def test_paths_of_any_depth_and_name_keep_their_own_categories(spark):
 
 
 def test_tag_level_two_and_aliases(spark):
-    catalogue = CatalogueParams(taxonomy="none", tag_level=2, aliases={"films>noir": "films>drama"})
+    catalogue = CatalogueParams(taxonomy="none", tag_level=2,
+                                aliases={"films>noir": "films>drama", "(no genres listed)": "unknown"})
     out = items(spark, [("i1", "a", "Electronics/Audio/Headphones", None, 1.0), ("i2", "b", "Films", None, 1.0),
-                        ("i3", "c", "films.noir.classic", None, 1.0)], catalogue)
+                        ("i3", "c", "films.noir.classic", None, 1.0), ("i4", "d", "(no genres listed)", None, 1.0)],
+                catalogue)
     assert {k: list(r["categories"]) for k, r in out.items()} == {
-        "i1": ["electronics>audio"], "i2": ["films"], "i3": ["films>drama"]}
+        "i1": ["electronics>audio"], "i2": ["films"], "i3": ["films>drama"], "i4": ["unknown"]}
 
 
 def test_builtin_taxonomy_maps_onto_its_top_level(spark):
@@ -145,5 +147,6 @@ def test_features_over_a_shops_own_vocabulary(spark):
     assert a["category_affinity"] == pytest.approx([5 / 9, 1 / 9, 3 / 9])
     assert a["search_intent"] == pytest.approx([0.0, 0.0, 1.0]) and a["top_search_intent"] == "thriller"
     assert (a["price_band"], rows["b"]["price_band"], rows["b"]["category_affinity"]) == (None, None, [0.0, 0.0, 0.0])
-    with pytest.raises(Exception, match="vocabulary of 2026-11-01 is empty"):
-        transform_user_features(events, users, items, D, params=FeatureParams(catalogue=NONE), vocab=[])
+    # No categorised item at all (one uncategorised catalogue item): empty arrays, not an error.
+    empty = transform_user_features(events, users, items, D, params=FeatureParams(catalogue=NONE), vocab=[]).collect()
+    assert [(r["category_affinity"], r["search_intent"]) for r in empty] == [([], []), ([], [])]

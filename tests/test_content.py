@@ -78,6 +78,29 @@ def test_every_generated_query_finds_its_category():
     assert set(intent_dictionary().values()) == set(TOP_LEVEL)
 
 
+def test_search_intent_over_a_shops_own_categories():
+    """taxonomy none: level names point at their tag-level category; a name two tags claim says nothing."""
+    from jobs.content import IntentMatcher, shop_intent_dictionary
+
+    dictionary = shop_intent_dictionary(
+        ["drama|thriller", "electronics>audio>headphones", "electronics>video>tv", "(no genres listed)"],
+        {"films>noir": "drama", "(no genres listed)": "unknown"}, tag_level=2)
+    assert dictionary == {"drama": "drama", "thriller": "thriller", "audio": "electronics>audio",
+                          "headphones": "electronics>audio", "video": "electronics>video",
+                          "tv": "electronics>video", "noir": "drama"}
+    intent = IntentMatcher(dictionary).intent
+    assert (intent("Sony headphones"), intent("best Thrillers"), intent("noir classics")) == (
+        "electronics>audio", "thriller", "drama")
+    assert intent("electronics") is None and intent("口红") is None  # ambiguous; the builtin words are not used
+    assert annotate_pandas(pd_frame(["cheap tv"]), intent=intent)["intent"].tolist() == ["electronics>video"]
+
+
+def pd_frame(queries):
+    import pandas as pd
+
+    return pd.DataFrame({"query": queries, "review_text": [None] * len(queries)})
+
+
 def test_annotate_pandas_fills_each_kind_of_row():
     import pandas as pd
 

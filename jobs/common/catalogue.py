@@ -253,9 +253,10 @@ def read_category_vocab(spark: "SparkSession", cfg: "Config", as_of: dt.date) ->
     from jobs.common.delta import read_table, table_exists
     from jobs.common.errors import InputDataError
 
-    found = []
     if table_exists(spark, cfg, "gold.category_vocab"):
-        found = vocab_list(read_table(spark, cfg, "gold.category_vocab").where(F.col("as_of_date") == F.lit(as_of)))
-    if not found:
-        raise InputDataError(f"gold.category_vocab has no rows for {as_of}; run the features step for {as_of} first")
-    return found
+        day = read_table(spark, cfg, "gold.category_vocab").where(F.col("as_of_date") == F.lit(as_of))
+        found = vocab_list(day)
+        if found:
+            return found
+    raise InputDataError(f"gold.category_vocab has no rows for {as_of}: the features step has not run for that "
+                         "date, or no item has a category; run the features step for it")
