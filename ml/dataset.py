@@ -404,9 +404,9 @@ class Snapshot:
     root: str
     plan: SplitPlan
     rows: dict[str, int] = field(default_factory=dict)          # as_of date -> example rows
+    table_versions: dict[str, int | None] = field(default_factory=dict)
     tags: list[str] = field(default_factory=lambda: list(TOP_LEVEL))  # the tag_labels' order
     churn_masked: str = ""                                      # why the churn label is masked everywhere, if it is
-    table_versions: dict[str, int | None] = field(default_factory=dict)
 
     def example_dir(self, as_of: dt.date) -> str:
         return f"{self.root}/examples/as_of_date={as_of.isoformat()}"
