@@ -661,7 +661,10 @@ def _reference_keys(ctx: _CheckContext, ref_table: str, ref_column: str, ref_dat
         ref = latest_snapshot(ctx.spark, ctx.cfg, ref_table, ctx.run_date)
     else:
         raise ConfigError(f"exists_in: ref_date must be 'same' or 'latest', not '{ref_date}'")
-    return ref.select(F.col(ref_column).alias("_ref")).distinct()
+    value = F.col(ref_column)
+    if ref.schema[ref_column].dataType.typeName() == "array":  # silver.items.categories: each of an item's values
+        value = F.explode(value)
+    return ref.select(value.alias("_ref")).distinct()
 
 
 def _check_exists_in(ctx: _CheckContext, column: str, ref_table: str, ref_column: str | None = None,

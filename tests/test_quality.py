@@ -873,7 +873,7 @@ def test_nonsense_outputs_are_caught(spark, lake, nonsense_cfg, defect, expected
     elif defect == "top_category_without_items":
         rows = replace_column(rows, PROFILE_SCHEMA, 3, "top_categories", [NO_ITEMS])
     elif defect in ("one_price_band", "one_price_band_as_error"):
-        rows = with_value(rows, "price_band", "unknown")
+        rows = with_value(rows, "price_band", "budget")  # a real band, the same for everybody
         if defect.endswith("as_error"):
             data = copy.deepcopy(dict(cfg.data))
             data["quality"]["constant_severity"] = "error"
@@ -892,10 +892,10 @@ def test_nonsense_outputs_are_caught(spark, lake, nonsense_cfg, defect, expected
     assert report.success == ("error" not in expected.values())
     if defect == "tag_without_items":
         observed = report.result("array_exists_in(interest_tags.tag)").observed_value
-        assert observed == {"values_not_in_silver.items.category": [NO_ITEMS], "elements": 1}
+        assert observed == {"values_not_in_silver.items.categories": [NO_ITEMS], "elements": 1}
         assert report.result("array_exists_in(interest_tags.tag)").sample[0]["user_key"] == U3
     if defect == "one_price_band":
-        assert report.result("not_constant(price_band)").observed_value == {"distinct_values": ["unknown"], "rows": 4}
+        assert report.result("not_constant(price_band)").observed_value == {"distinct_values": ["budget"], "rows": 4}
     if defect == "churn_without_its_event":
         observed = report.result("churn_event_present(churn_risk)").observed_value
         assert observed["churn_events"] == ["subscribe"] and observed["found_in_window"] is False
