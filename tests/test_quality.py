@@ -569,6 +569,18 @@ def test_silver_events(spark, lake, defect, check_id):
         assert report.result(check_id).sample[0]["event_type"] == "teleport"
 
 
+@pytest.mark.spark
+def test_psi_on_an_empty_day_is_skipped_not_a_crash(spark, lake):
+    """A day that cleaning emptied (every row quarantined) has no distribution to compare: skipped, and the
+    volume band still judges the day."""
+    from jobs.quality import validate
+
+    report = validate(spark, lake, "silver.events", D, df=_events_defect(spark, None).limit(0))
+    psi = report.result("psi_vs_previous(event_type)")
+    assert psi.skipped and psi.observed_value["skipped"].startswith(f"no rows on {D}")
+    assert report.row_count == 0
+
+
 # --------------------------------------------------------------------------------------------------
 # silver.users through the CLI: exit 0 on clean data, 1 with a readable summary on a null key
 
@@ -855,6 +867,7 @@ def nonsense_cfg(lake) -> Config:
 @pytest.mark.parametrize("defect, expected", [
     (None, {}),
     ("tag_without_items", {"array_exists_in(interest_tags.tag)": "error"}),
+    ("other_tag", {}),    # the vocabulary's bucket for categories past the cap is not a category without items
     ("top_category_without_items", {"array_exists_in(top_categories)": "error"}),
     ("one_price_band", {"not_constant(price_band)": "warn"}),
     ("one_price_band_as_error", {"not_constant(price_band)": "error"}),
@@ -870,6 +883,8 @@ def test_nonsense_outputs_are_caught(spark, lake, nonsense_cfg, defect, expected
     cfg = nonsense_cfg
     if defect == "tag_without_items":
         rows = replace_column(rows, PROFILE_SCHEMA, 2, "interest_tags", [("electronics", 0.8), (NO_ITEMS, 0.3)])
+    elif defect == "other_tag":
+        rows = replace_column(rows, PROFILE_SCHEMA, 2, "interest_tags", [("electronics", 0.8), ("other", 0.3)])
     elif defect == "top_category_without_items":
         rows = replace_column(rows, PROFILE_SCHEMA, 3, "top_categories", [NO_ITEMS])
     elif defect in ("one_price_band", "one_price_band_as_error"):
