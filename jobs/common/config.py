@@ -49,6 +49,17 @@ def _deep_merge(base: dict, override: Mapping) -> dict:
     return merged
 
 
+def _read_mapping(path: Path) -> dict:
+    """A YAML file that must hold a mapping (a profile or a dataset); a ConfigError naming the file otherwise."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    return data
+
+
 def _read_profile(root: Path, profile: str, seen: tuple[str, ...] = ()) -> dict:
     path = root / "conf" / f"{profile}.yaml"
     if not path.is_file():
@@ -58,12 +69,7 @@ def _read_profile(root: Path, profile: str, seen: tuple[str, ...] = ()) -> dict:
         )
     if profile in seen:
         raise ConfigError(f"profile '{profile}' extends itself through {' -> '.join(seen)}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping at the top level")
+    data = _read_mapping(path)
     parent = data.pop("extends", None)
     if parent:
         return _deep_merge(_read_profile(root, parent, (*seen, profile)), data)
@@ -81,13 +87,7 @@ def read_dataset(root: Path, name: str) -> dict:
         known = ", ".join(available_datasets(root)) or "none"
         raise ConfigError(f"unknown dataset '{name}': no {path}; known datasets: {known} "
                           "(`portrait datasets list` describes them)")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping at the top level")
-    return data
+    return _read_mapping(path)
 
 
 def overlay_dataset(profile: dict, dataset: Mapping) -> dict:
