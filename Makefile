@@ -39,7 +39,7 @@ demo: setup ## generate sample data and run the whole DAG once with airflow dags
 
 PYTEST := $(BIN)/pytest -n $(WORKERS) --dist loadfile
 
-test: setup ## run the test suite (unit, DAG integrity, a real Airflow run end to end), about 25 min on 2 cores
+test: setup ## run the test suite (unit, DAG integrity, a real Airflow run end to end), about 30 min on 2 cores
 	@$(PYTEST) $(if $(MARKS),-m "$(MARKS)") $(PYTEST_ARGS)
 
 test-all: setup ## the test suite plus the long runs: backfill, broken day, Spark standalone cluster
