@@ -91,9 +91,6 @@ RECORD_SCHEMA = "_file int, _line long, _raw string, _reason string, _cells arra
 # Sources: which landing folders hold what, and how their columns map onto ours.
 
 
-_schema_fields = schema_fields
-
-
 def configured_sources(cfg: Config) -> list[Source]:
     """The profile's `collect.sources`, checked, so a typo fails before Spark starts."""
     return parse_sources(cfg.get("collect.sources", None) or DEFAULT_SOURCES)
@@ -593,9 +590,9 @@ def transform_parse_records(records: "DataFrame", source: Source) -> "DataFrame"
     )
     typed = [F.col(f"_parsed.`{theirs}`").alias(ours) for theirs, ours, _ in wanted
              if not ours.startswith(("item.", "_calendar."))]
-    missing = [name for name, _ in _schema_fields(_KIND_SCHEMA[source.kind])
+    missing = [name for name, _ in schema_fields(_KIND_SCHEMA[source.kind])
                if name not in {ours for _, ours, _ in wanted} and name not in source.constants]
-    kinds = dict(_schema_fields(_KIND_SCHEMA[source.kind]))
+    kinds = dict(schema_fields(_KIND_SCHEMA[source.kind]))
     constants = [F.lit(value).cast(kinds[name]).alias(name) for name, value in source.constants.items()]
     calendar = [F.struct(*[F.col(f"_parsed.`{theirs}`").alias(ours.split(".", 1)[1])
                            for theirs, ours, _ in wanted if ours.startswith("_calendar.")]).alias("_calendar")
@@ -605,7 +602,7 @@ def transform_parse_records(records: "DataFrame", source: Source) -> "DataFrame"
     if source.kind == "events":  # item.* fields, all of them, NULL where the source maps none
         mapped = {ours: theirs for theirs, ours in item_fields}
         item_struct = [F.struct(*[(F.col(f"_parsed.`{mapped[name]}`") if name in mapped else F.lit(None).cast(kind))
-                                  .alias(name) for name, kind in _schema_fields(ITEM_SCHEMA)]).alias("_item")]
+                                  .alias(name) for name, kind in schema_fields(ITEM_SCHEMA)]).alias("_item")]
     out = parsed.select(
         *typed,
         *[F.lit(None).cast(kinds[name]).alias(name) for name in missing],
@@ -697,7 +694,7 @@ def transform_parse_events(lines: "DataFrame", event_date: dt.date | None = None
     """Type each landed event record; keep the raw line and say why a record could not be used."""
     source = source or Source("events", "events", "events")
     parsed = transform_parse_records(_with_defaults(lines, event_date), source)
-    return parsed.select(*[name for name, _ in _schema_fields(EVENT_SCHEMA)],
+    return parsed.select(*[name for name, _ in schema_fields(EVENT_SCHEMA)],
                          "_raw", "_source_file", "_line", "event_date", "_parse_error")
 
 
@@ -740,7 +737,7 @@ def transform_derived_master(events: "DataFrame", items: "DataFrame", users: "Da
         .withColumn("_n", F.row_number().over(latest)).where("_n = 1")
         .join(items.select(F.col("item_id").alias("_id")).distinct(), "_id", "left_anti")
         .select(*[(F.col("item_id") if name == "item_id" else item_value(name)).alias(name)
-                  for name, _ in _schema_fields(ITEM_SCHEMA)],
+                  for name, _ in schema_fields(ITEM_SCHEMA)],
                 "_raw", "_source_file", "_line", F.lit(ingested_at).alias("_ingested_at"),
                 F.lit(snapshot_date).alias("snapshot_date"))
     )
@@ -749,7 +746,7 @@ def transform_derived_master(events: "DataFrame", items: "DataFrame", users: "Da
         .withColumn("_n", F.row_number().over(latest)).where("_n = 1")
         .join(users.select(F.col("user_id").alias("_id")).distinct(), "_id", "left_anti")
         .select(*[(F.col("user_id") if name == "user_id" else F.lit(None).cast(kind)).alias(name)
-                  for name, kind in _schema_fields(USER_SCHEMA)],
+                  for name, kind in schema_fields(USER_SCHEMA)],
                 "_raw", "_source_file", "_line", F.lit(ingested_at).alias("_ingested_at"),
                 F.lit(snapshot_date).alias("snapshot_date"))
     )
@@ -809,7 +806,7 @@ def check_quarantine_share(counts: list[FileCount], max_share: float,
 
 
 def _master_columns(kind: str) -> list[str]:
-    return [name for name, _ in _schema_fields(_KIND_SCHEMA[kind])] + ["_raw", "_source_file", "_line",
+    return [name for name, _ in schema_fields(_KIND_SCHEMA[kind])] + ["_raw", "_source_file", "_line",
                                                                         "_ingested_at"]
 
 
@@ -914,7 +911,7 @@ def _write_bronze(spark: "SparkSession", cfg: Config, parsed: Mapping[str, "Data
 
     events = parsed["events"]
     rows_in, bad = tally("events")
-    replace_dates(events.select(*[n for n, _ in _schema_fields(EVENT_SCHEMA)], "_raw", "_source_file", "_line",
+    replace_dates(events.select(*[n for n, _ in schema_fields(EVENT_SCHEMA)], "_raw", "_source_file", "_line",
                                 "event_date", "_parse_error", stamp), cfg, "bronze.events", dates)
     tables.append(TableCount("bronze.events", rows_in, rows_in - sum(bad.values()), 0, bad))
     quarantine = transform_quarantine(events, ingested_at)
