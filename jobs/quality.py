@@ -1176,6 +1176,15 @@ def _redact(results: Sequence[CheckResult], columns: Iterable[str]) -> None:
                                 "values": [REDACTED if v is not None else None for v in r.observed_value["values"]]}
 
 
+def _unrestricted_parameter(kwargs: Mapping[str, Any], parameters: Mapping[str, Any]) -> str | None:
+    """The name of a {"$PARAMETER": name} kwarg whose value is None (any value allowed, e.g. the item
+    categories of a catalogue read with `catalogue.taxonomy: none`), or None when every set is given."""
+    for value in kwargs.values():
+        if isinstance(value, Mapping) and "$PARAMETER" in value and parameters.get(value["$PARAMETER"], "") is None:
+            return value["$PARAMETER"]
+    return None
+
+
 def _validate_gx(partition: "DataFrame", table: str, suite, parameters,
                  ctx: "_CheckContext | None" = None) -> tuple[list[CheckResult], Any]:
     present = set(partition.columns)
@@ -1185,10 +1194,13 @@ def _validate_gx(partition: "DataFrame", table: str, suite, parameters,
         columns = _check_columns(expectation.configuration.kwargs)
         missing = [c for c in columns if c not in present]
         reason = _absent_reason(ctx, columns, expectation.configuration.meta) if ctx and not missing else None
+        unrestricted = _unrestricted_parameter(expectation.configuration.kwargs, parameters)
         if missing:
             missing_columns[position] = missing
         elif reason:
             absent[position] = reason
+        elif unrestricted:
+            absent[position] = f"any value is allowed: the suite parameter '{unrestricted}' is not restricted here"
         else:
             runnable.append(position)
     outcome, by_id = None, {}

@@ -719,6 +719,31 @@ def test_run_records_results_builds_docs_and_raises_on_unknown_category(spark, l
     assert (Path(lake.lakehouse_root).parent / "quality_docs" / "silver.items" / f"{LATER}.html").is_file()
 
 
+@pytest.mark.spark
+def test_a_shops_own_category_names_pass_when_the_taxonomy_is_none(spark, lake):
+    """With `catalogue.taxonomy: none` any category name is the shop's own: the category set checks are
+    skipped with the reason (not failed, not handed to GX with no set), the rest of the suite still runs."""
+    from jobs.common.delta import replace_dates
+    from jobs.quality import validate
+
+    data = copy.deepcopy(dict(lake.data))
+    data["catalogue"] = {**data.get("catalogue", {}), "taxonomy": "none"}
+    own = Config(profile=lake.profile, root=lake.root, data=data)
+    named = replace_column(item_rows(LATER), ITEMS_SCHEMA, 2, "category", "Film-Noir")
+    replace_dates(spark.createDataFrame(named, ITEMS_SCHEMA), lake, "silver.items", [LATER])
+
+    report = validate(spark, own, "silver.items", LATER)
+    by_id = {r.check_id: r for r in report.results}
+    in_set = by_id["expect_column_values_to_be_in_set(category)"]
+    assert report.success and in_set.skipped and in_set.success
+    assert "item_categories" in in_set.observed_value["skipped"]
+    assert not by_id["expect_column_values_to_not_be_null(item_id)"].skipped
+
+    builtin = validate(spark, lake, "silver.items", LATER)  # the builtin taxonomy still refuses a name outside it
+    refused = {r.check_id: r for r in builtin.results}["expect_column_values_to_be_in_set(category)"]
+    assert not builtin.success and not refused.success and not refused.skipped
+
+
 # --------------------------------------------------------------------------------------------------
 # gold
 
