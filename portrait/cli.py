@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.common.errors import PortraitError
+from jobs.common.errors import ConfigError, PortraitError
 
 app = typer.Typer(
     help="Portrait: user profiles and recommendations from shop events (Spark + Delta + Airflow + Keras + MLflow).\n\n"
@@ -113,11 +113,17 @@ def run_step_cmd(
 def run(
     date: str = typer.Option(..., "--date", help="logical date, YYYY-MM-DD"),
     collect_days: Optional[int] = typer.Option(None, help="days ending at --date to (re)load"),
+    start: Optional[str] = typer.Option(None, "--from", help="start at this task (an Airflow task id, e.g. "
+                                        "validate_silver or features) instead of collect: re-run from a failed step"),
 ) -> None:
     """Run every step for a date in this process, in DAG order with its validations, without Airflow."""
-    from jobs.runner import PIPELINE, run_step
+    from jobs.runner import PIPELINE, run_step, task_id
 
-    for step, params in PIPELINE:
+    tasks = [task_id(step, params) for step, params in PIPELINE]
+    if start is not None and start not in tasks:
+        raise ConfigError(f"--from {start}: not a task of the pipeline; use one of {', '.join(tasks)}")
+    first = tasks.index(start) if start else 0
+    for step, params in PIPELINE[first:]:
         result = run_step(step, date, collect_days=collect_days, **params)
         tables = ", ".join(f"{t['table']}={t['rows_out']:,}" for t in result["tables"])
         typer.echo(f"{step} ({result['details']['seconds']}s): {tables or result['details']}")
@@ -186,7 +192,7 @@ def sql(
     engine: str = typer.Option("spark", help="spark (Spark SQL) or duckdb (delta-rs + DuckDB, no JVM)"),
 ) -> None:
     """Query the lakehouse with SQL; every table is there by its catalog name (publish.user_profile)."""
-    from jobs.common.errors import PortraitError
+    from jobs.common.errors import ConfigError, PortraitError
     from portrait.sql import duckdb_query, parse_versions, render, spark_query
 
     try:

@@ -50,6 +50,12 @@ def test_bad_date_and_unknown_step():
     assert "unknown step 'cleanup'" in _one_error_line(_portrait("run-step", "cleanup", "--date", "2026-11-14"))
 
 
+def test_run_from_an_unknown_task_names_the_tasks():
+    line = _one_error_line(_portrait("run", "--date", "2026-11-14", "--from", "validate_gold_twice"))
+    assert "--from validate_gold_twice: not a task of the pipeline" in line
+    assert "collect, validate_bronze, clean, validate_silver, features" in line and line.endswith("publish")
+
+
 def test_help_lists_the_commands():
     done = _portrait("--help")
     assert done.returncode == 0
