@@ -122,7 +122,23 @@ def require_champion(cfg: Config) -> tuple[str, str]:
     """(version, run_id) of the champion, or a clear error when nothing has been promoted yet."""
     version = champion_version(cfg)
     if version is None:
-        raise PortraitError(
-            f"no '{CHAMPION}' version of model {model_name(cfg)} in {cfg.mlflow_tracking_uri}; run the train step first"
-        )
+        raise PortraitError(f"no '{CHAMPION}' version of model {model_name(cfg)} in {cfg.mlflow_tracking_uri}; "
+                            + _why_no_champion(cfg))
     return str(version.version), str(version.run_id)
+
+
+def _why_no_champion(cfg: Config) -> str:
+    """What to do about a missing champion: train, or review the latest version the gate refused."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = MlflowClient().search_model_versions(f"name = '{model_name(cfg)}'")
+    except MlflowException:
+        versions = []
+    if not versions:
+        return "run the train step first"
+    latest = max(versions, key=lambda v: int(v.version))
+    reason = (latest.tags or {}).get("gate_reason", "no gate decision recorded")
+    return (f"the gate did not promote version {latest.version} (run {latest.run_id}): {reason}. Review it in the "
+            f"MLflow registry and give it the '{CHAMPION}' alias to publish it anyway, or train on more data")

@@ -77,3 +77,22 @@ def test_require_champion_says_what_to_do(tmp_path):
     configure_mlflow(cfg)
     with pytest.raises(PortraitError, match="no 'champion' version of model portrait-profile .* run the train step first"):
         require_champion(cfg)
+
+    # A version the gate refused: the error says which, why, and how to publish it anyway.
+    import mlflow
+    from mlflow import MlflowClient
+
+    from ml.registry import GateDecision
+    client = MlflowClient()
+    client.create_registered_model("portrait-profile")
+    with mlflow.start_run() as run:
+        mlflow.log_metric("test_ndcg_at_k", 0.0)
+    version = client.create_model_version("portrait-profile", source=f"{run.info.artifact_uri}/model",
+                                          run_id=run.info.run_id).version
+    apply_gate(cfg, version, GateDecision(CHALLENGER, "recall_at_k 0.0000 does not beat baseline als 0.0000", None))
+    with pytest.raises(PortraitError) as refused:
+        require_champion(cfg)
+    assert f"the gate did not promote version {version} (run " in str(refused.value)
+    assert "recall_at_k 0.0000 does not beat baseline als 0.0000" in str(refused.value)
+    assert "give it the 'champion' alias" in str(refused.value)
+    assert MlflowClient().get_model_version_by_alias("portrait-profile", CHALLENGER).version == version
