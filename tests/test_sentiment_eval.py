@@ -94,8 +94,8 @@ def test_the_pipeline_scorer_on_a_tiny_labelled_corpus():
     texts = ["I love it, wonderful and delicious!", "Terrible, awful, stale and broken.", "   ",
              "这个东西质量很好，非常喜欢", "质量太差了，非常失望，不推荐"]
     labels = [1, 0, 1, 1, 0]
-    scores, seconds = score(texts)
-    assert scores == [sentiment(t) for t in texts] and seconds >= 0
+    scores, seconds, cpu_seconds = score(texts)
+    assert scores == [sentiment(t) for t in texts] and seconds >= 0 and cpu_seconds >= 0
     assert scores[2] is None
     m = sentiment_metrics(labels, scores, NEGATIVE_BELOW)
     assert m["unscored_share"] == pytest.approx(1 / 5)
