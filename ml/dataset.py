@@ -336,10 +336,11 @@ def _stale_dates(spark: "SparkSession", cfg: Config, dates: Sequence[dt.date]) -
 def backfill_missing_dates(spark: "SparkSession", cfg: Config, dates: Sequence[dt.date]) -> dict[str, list[dt.date]]:
     """Run the features and sequences steps for the past dates training needs that they never wrote.
 
-    A single run that loads many days (make demo) writes gold for its run date only. Recomputing the
-    features of each past date from scratch would scan 90 days of events per date; the features
-    step's backfill computes the first missing date in full and the rest incrementally, and the
-    dates stay in gold for the next runs. `model.backfill_gold: false` recomputes in memory instead.
+    A single run that loads many days (make demo) writes gold for its run date only. Only the dates
+    training needs are written, oldest first: a date whose day before has a state continues it
+    (incremental), any other is computed from its window in full; walking every day between two
+    training dates a stride apart would run the step stride times per date. The dates stay in gold
+    for the next runs. `model.backfill_gold: false` recomputes in memory instead.
     """
     if not bool(cfg.get("model.backfill_gold", True)):
         return {}
@@ -349,8 +350,9 @@ def backfill_missing_dates(spark: "SparkSession", cfg: Config, dates: Sequence[d
     done = {}
     # A date stored with an older feature version (its arrays over another list) is written again.
     features = sorted(set(missing_dates(spark, cfg, "gold.user_features", dates)) | set(_stale_dates(spark, cfg, dates)))
+    for day in features:
+        jobs.features.run(spark, cfg, day)
     if features:
-        jobs.features.backfill(spark, cfg, features[0], features[-1])
         done["gold.user_features"] = features
     sequences = missing_dates(spark, cfg, "gold.user_sequences", dates)
     for day in sequences:
