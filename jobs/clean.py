@@ -8,6 +8,8 @@ outcomes; `run()` reads bronze, calls them and writes silver, the hold table and
 from __future__ import annotations
 
 import datetime as dt
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +19,7 @@ from jobs.common.catalog import TABLES, spec, table_path
 from jobs.common.config import Config
 from jobs.common.delta import read_table, replace_dates, table_exists
 from jobs.common.errors import ConfigError
+from jobs.common.migrations import migrate
 from jobs.common.privacy import (
     DEFAULT_AGE_EDGES, Generalisation, load_hmac_key, pseudonymise, pseudonymise_contact,
 )
@@ -51,7 +54,7 @@ QUARANTINE_COLUMNS = ("step", "reason", "_source_file", "_line", "_raw", "event_
 BRONZE_EVENT_TYPES = {
     "event_id": "string", "user_id": "string", "session_id": "string", "event_type": "string",
     "item_id": "string", "ts": "string", "price": "double", "quantity": "long", "query": "string",
-    "review_text": "string", "rating": "long", "device": "string", "channel": "string", "geo": "string",
+    "review_text": "string", "rating": "double", "device": "string", "channel": "string", "geo": "string",
     "_raw": "string", "_source_file": "string", "_line": "long", "_ingested_at": "timestamp", "event_date": "date",
 }
 
@@ -59,12 +62,12 @@ BRONZE_EVENT_TYPES = {
 # data; then the outlier detector. The first that applies is the row's only reason.
 ROW_REASONS = (
     "missing_user_id", "unknown_event_type", "bad_timestamp", "too_late", "price_out_of_range",
-    "quantity_out_of_range", "rating_out_of_range", "unknown_item",
+    "quantity_out_of_range", "rating_out_of_range", "rating_off_scale", "unknown_item",
 )
 HELD_REASONS = ("held_unknown_user", "held_unknown_item")
 REASONS = (
     "missing_user_id", "unknown_event_type", "bad_timestamp", "price_out_of_range", "quantity_out_of_range",
-    "rating_out_of_range", "unknown_item", "unknown_user", "held_unknown_item", "held_unknown_user", "bot_rate",
+    "rating_out_of_range", "rating_off_scale", "unknown_item", "unknown_user", "held_unknown_item", "held_unknown_user", "bot_rate",
     "impossible_sequence", "outlier", "too_late",
 )
 SILVER, DUPLICATE = "silver", "duplicate"
@@ -112,7 +115,9 @@ class CleanParams:
 
     price_range: tuple[float, float] = (0.0, 1_000_000.0)
     quantity_range: tuple[int, int] = (1, 99)
-    rating_range: tuple[int, int] = (1, 5)
+    rating_range: tuple[float, float] = (1.0, 5.0)
+    # The rating scale's step, counted from the range's min (0.5: half stars); None takes any number in range.
+    rating_step: float | None = None
     late_max_days: int = 7
     future_tolerance_minutes: int = 10
     naive_timezone: str = "UTC"
@@ -133,6 +138,14 @@ class CleanParams:
             low, high = getattr(self, name)
             if low > high:
                 raise ConfigError(f"clean.ranges.{name.removesuffix('_range')}: min {low} is above max {high}")
+        if self.rating_step is not None:
+            low, high = self.rating_range
+            if not self.rating_step > 0:
+                raise ConfigError(f"clean.ranges.rating.step must be above 0, got {self.rating_step}; "
+                                  "leave it out to take any number between min and max")
+            if not _on_scale(high, low, self.rating_step):
+                raise ConfigError(f"clean.ranges.rating: max {high} is not min {low} plus whole steps of "
+                                  f"{self.rating_step}; fix min, max or step so the top of the scale is on it")
         for name in ("late_max_days", "hold_days", "bot_max_events_per_minute", "max_purchases_per_second",
                      "outlier_min_users", "future_tolerance_minutes"):
             if int(getattr(self, name)) < 0:
@@ -145,14 +158,35 @@ class CleanParams:
         outliers = section.get("outliers", {}) or {}
         default = cls()
 
-        def bounds(name: str, kind: type) -> tuple:
-            given = ranges.get(name, {}) or {}
-            low, high = getattr(default, f"{name}_range")
-            return kind(given.get("min", low)), kind(given.get("max", high))
+        def given(name: str) -> Mapping:
+            settings = ranges.get(name, {}) or {}
+            known = {"min", "max", "step"} if name == "rating" else {"min", "max"}
+            if not isinstance(settings, Mapping) or set(settings) - known:
+                raise ConfigError(f"clean.ranges.{name} takes {', '.join(sorted(known))}, got {settings!r} "
+                                  "(docs/cleaning.md)")
+            return settings
 
+        def number(name: str, key: str, value: Any, kind: type) -> Any:
+            try:
+                parsed = float(value)
+                if isinstance(value, bool) or not math.isfinite(parsed) or (kind is int and parsed != int(parsed)):
+                    raise ValueError
+                return kind(parsed)
+            except (TypeError, ValueError):
+                word = "a whole number" if kind is int else "a number"
+                raise ConfigError(f"clean.ranges.{name}.{key} is {value!r}; write {word}") from None
+
+        def bounds(name: str, kind: type) -> tuple:
+            low, high = getattr(default, f"{name}_range")
+            settings = given(name)
+            return (number(name, "min", settings.get("min", low), kind),
+                    number(name, "max", settings.get("max", high), kind))
+
+        step = given("rating").get("step")
         return cls(
             price_range=bounds("price", float), quantity_range=bounds("quantity", int),
-            rating_range=bounds("rating", int),
+            rating_range=bounds("rating", float),
+            rating_step=None if step is None else number("rating", "step", step, float),
             late_max_days=int(section.get("late_max_days", default.late_max_days)),
             future_tolerance_minutes=int(section.get("future_tolerance_minutes", default.future_tolerance_minutes)),
             naive_timezone=str(section.get("naive_timezone", default.naive_timezone)),
@@ -241,9 +275,28 @@ def _out_of(column: str, bounds: tuple) -> "Column":
     value = F.col(column)
     low, high = bounds
     bad = (value < F.lit(low)) | (value > F.lit(high))
-    if column == "price":
+    if column in ("price", "rating"):  # doubles: NaN (and +-Infinity, past either bound) is out too
         bad = bad | F.isnan(value)
     return value.isNotNull() & bad
+
+
+# Steps are counted in doubles: 3.5 - 0.5 is exact, but a scale of tenths is not (0.3 / 0.1 = 2.9999999999999996).
+_STEP_TOLERANCE = 1e-6
+
+
+def _on_scale(value: float, low: float, step: float) -> bool:
+    steps = (value - low) / step
+    return abs(steps - round(steps)) <= _STEP_TOLERANCE
+
+
+def _off_scale(column: str, low: float, step: float | None) -> "Column | None":
+    """True where a value in range is not min plus a whole number of steps (3.7 on a half-star scale)."""
+    from pyspark.sql import functions as F
+
+    if step is None:
+        return None
+    steps = (F.col(column) - F.lit(low)) / F.lit(step)
+    return F.col(column).isNotNull() & (F.abs(steps - F.round(steps)) > F.lit(_STEP_TOLERANCE))
 
 
 def transform_type_events(events: "DataFrame", params: CleanParams | None = None) -> "DataFrame":
@@ -267,7 +320,7 @@ def transform_type_events(events: "DataFrame", params: CleanParams | None = None
         F.col("quantity").cast("long").alias("quantity"),
         normalise_text(F.col("query")).alias("query"),
         normalise_text(F.col("review_text")).alias("review_text"),
-        F.col("rating").cast("long").alias("rating"),
+        F.col("rating").cast("double").alias("rating"),
         F.lower(_blank_to_null(F.col("device"))).alias("device"),
         F.lower(_blank_to_null(F.col("channel"))).alias("channel"),
         _blank_to_null(F.col("geo")).alias("geo"),
@@ -283,10 +336,13 @@ def transform_type_events(events: "DataFrame", params: CleanParams | None = None
         "price_out_of_range": _out_of("price", params.price_range),
         "quantity_out_of_range": _out_of("quantity", params.quantity_range),
         "rating_out_of_range": _out_of("rating", params.rating_range),
+        "rating_off_scale": _off_scale("rating", params.rating_range[0], params.rating_step),
     }
     reason = F.lit(None).cast("string")
     for name in reversed(ROW_REASONS):
         conditions = [c for c in (_null_rejects(name), checks.get(name)) if c is not None]
+        if not conditions:  # a check the settings switch off (no rating step)
+            continue
         condition = conditions[0] if len(conditions) == 1 else conditions[0] | conditions[1]
         reason = F.when(F.coalesce(condition, F.lit(False)), F.lit(name)).otherwise(reason)
     return transform_defaults(typed.withColumn("_reject_reason", reason))
@@ -815,6 +871,8 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, collect_days: int
     params = CleanParams.from_config(cfg)
     generalise = Generalisation.from_config(cfg)
     _check_silver_events_schema(spark, cfg)  # before anything is written
+    for name in ("silver.events", "silver.held_events"):
+        migrate(spark, cfg, name)  # an older lakehouse holds rating as bigint; doubles would not go in
 
     # Master data first: today's snapshot decides which events' users and items are known.
     users = read_table(spark, cfg, "bronze.users").where(F.col("snapshot_date") == F.lit(run_date)).cache()

@@ -39,6 +39,7 @@ from jobs.common.landing import (
     parse_sources,
     schema_fields,
 )
+from jobs.common.migrations import migrate
 from jobs.common.step import StepResult, TableCount
 
 if TYPE_CHECKING:
@@ -858,6 +859,7 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, collect_days: int
             return [(r["_line"], r["_parse_error"]) for r in rows]
 
         check_quarantine_share(counts, max_share, first_bad_lines)
+        migrate(spark, cfg, "bronze.events")  # an older bronze.events holds rating as bigint
         result.tables.extend(_write_bronze(spark, cfg, parsed, counts, dates, run_date, ingested_at,
                                            any(by_name[f.source].kind == "social_edges" for f in files)
                                            or table_exists(spark, cfg, "bronze.social_edges"),

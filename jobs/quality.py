@@ -69,8 +69,8 @@ COLLECT_REASONS = ("unparseable_json", "wrong_column_count", "bad_encoding", "mi
                    "unparseable_parquet")
 CLEAN_REASONS = (
     "missing_user_id", "unknown_event_type", "bad_timestamp", "price_out_of_range", "quantity_out_of_range",
-    "rating_out_of_range", "unknown_item", "unknown_user", "held_unknown_item", "held_unknown_user", "bot_rate",
-    "impossible_sequence", "outlier", "too_late",
+    "rating_out_of_range", "rating_off_scale", "unknown_item", "unknown_user", "held_unknown_item",
+    "held_unknown_user", "bot_rate", "impossible_sequence", "outlier", "too_late",
     "negative_price", "bad_quantity",  # the names clean gave before the *_out_of_range ones
 )
 QUARANTINE_STEPS = ("collect", "clean")
@@ -325,7 +325,7 @@ def suite_parameters(cfg: Config, run_date: dt.date, spark: "SparkSession | None
     """
     import jobs.clean
     import jobs.collect
-    from jobs.clean import AGE_BANDS, EVENT_TYPES
+    from jobs.clean import AGE_BANDS, EVENT_TYPES, CleanParams
     from jobs.common.catalogue import OTHER, UNKNOWN, CatalogueParams
     from jobs.common.taxonomy import TOP_LEVEL
     from jobs.features import FEATURE_VERSION
@@ -333,6 +333,7 @@ def suite_parameters(cfg: Config, run_date: dt.date, spark: "SparkSession | None
     from jobs.sequences import sequence_length
 
     builtin = CatalogueParams.from_config(cfg).builtin
+    rating_min, rating_max = CleanParams.from_config(cfg).rating_range
     day_start = dt.datetime.combine(run_date, dt.time(), tzinfo=dt.timezone.utc)
     collect_reasons = _reasons(COLLECT_REASONS, jobs.collect)
     try:  # the bands the profile configures (privacy.generalise), as clean labels them
@@ -357,6 +358,11 @@ def suite_parameters(cfg: Config, run_date: dt.date, spark: "SparkSession | None
         "segment_ids": list(SEGMENT_NAMES),
         "segment_names": list(SEGMENT_NAMES.values()),
         "age_bands": age_bands,
+        # clean.ranges.rating: silver ratings and published averages lie inside it; gold's avg_rating is
+        # 0 for a user without ratings, so its floor is 0 where the scale starts above 0.
+        "rating_min": rating_min,
+        "rating_max": rating_max,
+        "avg_rating_min": min(0.0, rating_min),
         "feature_version": [FEATURE_VERSION],
         "feature_window_days": int(cfg.get("pipeline.feature_window_days", 90)),
         "recommend_k": int(cfg.get("recommend.k")),

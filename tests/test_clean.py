@@ -3,6 +3,7 @@ events, reruns. Transforms run on tiny hand-made frames; run() on a tiny hand-ma
 
 import datetime as dt
 import json
+import re
 
 import pytest
 
@@ -20,7 +21,7 @@ KEY = TEST_HMAC_KEY.encode()
 D = dt.date(2026, 11, 3)
 BRONZE = (
     "event_id string, user_id string, session_id string, event_type string, item_id string, ts string, "
-    "price double, quantity long, query string, review_text string, rating long, device string, channel string, "
+    "price double, quantity long, query string, review_text string, rating double, device string, channel string, "
     "geo string, _raw string, _source_file string, _line long, _ingested_at timestamp, event_date date, "
     "_parse_error string"
 )
@@ -86,7 +87,7 @@ def dirty_day():
         bronze_row("price", 11, price=-5.0),                                    # price_out_of_range
         bronze_row("pricebig", 12, price=2e6),                                  # price_out_of_range
         bronze_row("qty", 13, event_type="purchase", quantity=0),               # quantity_out_of_range
-        bronze_row("rating", 14, event_type="rating", price=None, rating=6),    # rating_out_of_range
+        bronze_row("rating", 14, event_type="rating", price=None, rating=6.0),  # rating_out_of_range
         bronze_row("norating", 15, event_type="rating", price=None),            # rating_out_of_range (required)
         bronze_row("noitem", 16, item_id=None),                                 # unknown_item (never arrives)
         bronze_row("unkitem", 17, item_id="i404"),                              # held_unknown_item
@@ -234,6 +235,73 @@ def test_bad_clean_settings_are_named(tmp_path):
         CleanParams.from_config(make_config(tmp_path, PORTRAIT__CLEAN__OUTLIERS__ACTION="drop"))
     with pytest.raises(ConfigError, match="clean.ranges.price: min 10.0 is above max 1.0"):
         CleanParams(price_range=(10.0, 1.0))
+
+
+def _rating_range(tmp_path, **settings):
+    """CleanParams of the profile with clean.ranges.rating replaced by `settings`."""
+    from jobs.common.config import Config
+
+    cfg = make_config(tmp_path)
+    data = dict(cfg.data)
+    data["clean"] = {**data["clean"], "ranges": {**data["clean"]["ranges"], "rating": settings}}
+    return CleanParams.from_config(Config(cfg.profile, cfg.root, data))
+
+
+def test_the_rating_range_and_step_come_from_the_config_as_numbers(tmp_path):
+    assert (CleanParams.from_config(make_config(tmp_path)).rating_range, CleanParams().rating_step) == ((1.0, 5.0), None)
+    movielens = CleanParams.from_config(make_config(tmp_path, PORTRAIT_DATASET="movielens-latest-small"))
+    assert (movielens.rating_range, movielens.rating_step) == ((0.5, 5.0), 0.5)
+    assert _rating_range(tmp_path, min="0.5", max=10, step=0.5).rating_range == (0.5, 10.0)
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"min": "five", "max": 5}, "clean.ranges.rating.min is 'five'; write a number"),
+    ({"min": 1, "max": None}, "clean.ranges.rating.max is None; write a number"),
+    ({"min": 1, "max": ".inf"}, "clean.ranges.rating.max is '.inf'; write a number"),
+    ({"min": 5, "max": 1}, "clean.ranges.rating: min 5.0 is above max 1.0"),
+    ({"min": 1, "max": 5, "step": 0}, "clean.ranges.rating.step must be above 0, got 0.0"),
+    ({"min": 1, "max": 5, "step": 0.3}, "clean.ranges.rating: max 5.0 is not min 1.0 plus whole steps of 0.3"),
+    ({"min": 1, "max": 5, "steps": 0.5}, "clean.ranges.rating takes max, min, step, got"),
+])
+def test_a_bad_rating_range_is_named_with_what_to_write(tmp_path, settings, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _rating_range(tmp_path, **settings)
+
+
+def test_a_bad_quantity_range_is_named_too(tmp_path):
+    with pytest.raises(ConfigError, match=re.escape("clean.ranges.quantity.max is 9.5; write a whole number")):
+        CleanParams.from_config(make_config(tmp_path, PORTRAIT__CLEAN__RANGES__QUANTITY__MAX="9.5"))
+
+
+RATED = [("half", 3.5), ("whole", 4.0), ("lowest_half", 0.5), ("off_scale", 3.7), ("nan", float("nan")),
+         ("none", None)]
+
+
+def test_ratings_are_numbers_in_the_configured_range(spark):
+    """3.5 stays 3.5; 0.5 is out of the default 1..5 and in a 0.5..5 range; NaN and a missing rating
+    (what collect makes of `abc`) are out of range on a rating event."""
+    rows = [bronze_row(name, n, event_type="rating", price=None, rating=value)
+            for n, (name, value) in enumerate(RATED, start=1)]
+    default = label(spark, rows)
+    assert outcomes(default) == {"half": "silver", "whole": "silver", "lowest_half": "rating_out_of_range",
+                                 "off_scale": "silver", "nan": "rating_out_of_range", "none": "rating_out_of_range"}
+    kept = {r["event_id"]: r["rating"] for r in default.where("_outcome = 'silver'").collect()}
+    assert kept == {"half": 3.5, "whole": 4.0, "off_scale": 3.7}
+    half_stars = label(spark, rows, params=CleanParams(rating_range=(0.5, 5.0)))
+    assert {e: o for e, o in outcomes(half_stars).items() if o == "silver"} == {
+        "half": "silver", "whole": "silver", "lowest_half": "silver", "off_scale": "silver"}
+
+
+def test_a_rating_step_quarantines_values_off_the_scale(spark):
+    rows = [bronze_row(name, n, event_type="rating", price=None, rating=value)
+            for n, (name, value) in enumerate(RATED, start=1)]
+    rows.append(bronze_row("view", 9, rating=2.25))  # a rating on any event type is held to the scale
+    got = outcomes(label(spark, rows, params=CleanParams(rating_range=(0.5, 5.0), rating_step=0.5)))
+    assert got == {"half": "silver", "whole": "silver", "lowest_half": "silver", "off_scale": "rating_off_scale",
+                   "nan": "rating_out_of_range", "none": "rating_out_of_range", "view": "rating_off_scale"}
+    tenths = label(spark, [bronze_row("t", 1, event_type="rating", price=None, rating=0.3)],
+                   params=CleanParams(rating_range=(0.1, 1.0), rating_step=0.1))
+    assert outcomes(tenths) == {"t": "silver"}  # 0.3 is 0.1 + 2 steps, though (0.3 - 0.1) / 0.1 is not exactly 2
 
 
 # --------------------------------------------------------------------------------------------------

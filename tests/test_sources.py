@@ -272,18 +272,21 @@ def test_derived_master_rows_have_ids_only(history_run):
     assert items == [("196", None, None, None), ("cdnow-catalogue", None, None, None)]
 
 
-def test_whole_numbers_written_with_a_decimal_point_are_whole_numbers(spark):
-    """pandas writes integer columns with gaps as 3.0; a half star (2.5) is no whole number and stays NULL."""
+def test_whole_numbers_written_with_a_decimal_point_are_whole_numbers_and_ratings_keep_their_halves(spark):
+    """pandas writes integer columns with gaps as 3.0: a quantity of 3.0 is 3 and 2.5 is no whole number (NULL).
+    A rating is a number: 3.0, 4 and a half star 2.5 keep their values; text that is no number is NULL."""
     from jobs.collect import transform_parse_records
 
     source = parse_source("r", {"kind": "events", "event_id": "hash_of_line", "layout": "history",
-                                "columns": {"u": "user_id", "r": "rating", "t": "ts"}}, "w")
+                                "columns": {"u": "user_id", "q": "quantity", "r": "rating", "t": "ts"}}, "w")
+    lines = [["1", "3.0", "3.0", "t"], ["1", "2.5", "2.5", "t"], ["1", "4", "4", "t"], ["1", "x", "abc", "t"]]
     records = spark.createDataFrame(
-        [(n, raw, None, cells, "csv", "f.csv", dt.date(2009, 12, 14))
-         for n, (raw, cells) in enumerate([("1,3.0,t", ["1", "3.0", "t"]), ("1,2.5,t", ["1", "2.5", "t"]),
-                                           ("1,4,t", ["1", "4", "t"]), ("1,x,t", ["1", "x", "t"])], start=2)],
+        [(n, ",".join(cells), None, cells, "csv", "f.csv", dt.date(2009, 12, 14))
+         for n, cells in enumerate(lines, start=2)],
         "_line long, _raw string, _reason string, _cells array<string>, _format string, _source_file string, "
         "event_date date")
-    # read_columns order: u, r, t
-    assert [r["rating"] for r in transform_parse_records(records, source).orderBy("_line").collect()] == [
-        3, None, 4, None]
+    # read_columns order: u, q, r, t
+    parsed = transform_parse_records(records, source).orderBy("_line").collect()
+    assert [r["quantity"] for r in parsed] == [3, None, 4, None]
+    assert [r["rating"] for r in parsed] == [3.0, 2.5, 4.0, None]
+    assert [r["_parse_error"] for r in parsed] == [None] * 4  # a cell that is no number is clean's to judge

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 EVENT_SCHEMA = (
     "event_id string, user_id string, session_id string, event_type string, item_id string, ts string, "
-    "price double, quantity long, query string, review_text string, rating long, device string, "
+    "price double, quantity long, query string, review_text string, rating double, device string, "
     "channel string, geo string"
 )
 USER_SCHEMA = (
