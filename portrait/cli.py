@@ -228,6 +228,26 @@ def forget(
         typer.echo(line)
 
 
+@app.command()
+def migrate(
+    dry_run: bool = typer.Option(False, "--dry-run", help="list what would change, change nothing"),
+) -> None:
+    """Bring an older lakehouse to the current column types (rating bigint -> double; docs/cleaning.md)."""
+    from jobs.common.migrations import migrate_lakehouse
+    from jobs.common.spark import build_spark
+
+    try:
+        cfg = _config()
+        done = migrate_lakehouse(build_spark(cfg, app_suffix="migrate"), cfg, dry_run=dry_run)
+    except PortraitError as exc:
+        _fail(str(exc))
+    if not done:
+        typer.echo(f"{cfg.lakehouse_root}: nothing to migrate")
+    for table, changes in done.items():
+        what = ", ".join(f"{m.column} {m.old_type} -> {m.new_type}" for m in changes)
+        typer.echo(f"{table}: {what}" + (" (dry run: not changed)" if dry_run else " (rewritten)"))
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def airflow(ctx: typer.Context) -> None:
     """Run the airflow CLI with the profile's AIRFLOW_HOME, DAG folder and database (migrated on first use).

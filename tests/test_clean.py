@@ -175,7 +175,7 @@ def test_timestamps_become_utc_instants_whatever_their_spelling(spark):
 
 def test_text_is_nfkc_normalised_with_collapsed_whitespace_for_chinese_and_english(spark):
     rows = [bronze_row("a", 1, event_type="search", item_id=None, price=None, query="  降噪\u3000\u3000耳机  "),
-            bronze_row("b", 2, event_type="review", price=None, rating=5, review_text="Ｇｒｅａｔ  ｓｏｕｎｄ！ 音质１０分"),
+            bronze_row("b", 2, event_type="review", price=None, rating=5.0, review_text="Ｇｒｅａｔ  ｓｏｕｎｄ！ 音质１０分"),
             bronze_row("c", 3, event_type="search", item_id=None, price=None, query=" \t ")]
     typed = {r["event_id"]: r for r in transform_type_events(frame(spark, rows)).collect()}
     assert typed["a"]["query"] == "降噪 耳机"

@@ -481,6 +481,20 @@ def test_strongest_affinities_match_planted_interests(spark, tmp_path):
     assert first_interest >= 0.6
 
 
+def test_half_star_ratings_average_as_they_are(spark):
+    """silver.events.rating is a double: 3.5 and 4.0 average to 3.75 for the user and for the item."""
+    events = spark.createDataFrame(
+        [("a", "rating", "i2", None, None, 3.5, days_before(2)), ("a", "rating", "i2", None, None, 4.0, days_before(1)),
+         ("a", "view", "i2", 50.0, None, None, D)],
+        EVENTS.replace("rating long", "rating double"))
+    users = spark.createDataFrame([("a", "25-34", "F", "Shanghai")], "user_key string, age_band string, gender string, city string")
+    items = spark.createDataFrame([("i2", "beauty", 50.0)], "item_id string, category string, price double")
+    user = transform_user_features(events, users, items, D, half_life_days=14.0).collect()[0]
+    assert user["avg_rating"] == 3.75
+    item = transform_item_features(events, items, D, half_life_days=14.0).collect()[0]
+    assert item["avg_rating_30d"] == 3.75
+
+
 # --- items ------------------------------------------------------------------------------------------
 
 

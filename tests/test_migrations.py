@@ -48,6 +48,8 @@ def test_migrate_casts_an_old_bigint_rating_keeps_values_and_partitions_and_is_i
         [("e1", "k1", None, "rating", "i1", STAMP, None, None, None, None, 4, None, None, None, BEFORE, BEFORE),
          ("e2", "k1", None, "view", "i1", STAMP, 9.5, None, None, None, None, None, None, None, D, D)], OLD_SILVER)
     replace_dates(old, cfg, "silver.events", [BEFORE, D])
+    path = table_path(cfg, "silver.events")
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('delta.logRetentionDuration' = 'interval 60 days')")
     assert [m.column for m in pending(spark, cfg, "silver.events")] == ["rating"]
 
     applied = migrate(spark, cfg, "silver.events")
@@ -56,14 +58,16 @@ def test_migrate_casts_an_old_bigint_rating_keeps_values_and_partitions_and_is_i
     rows = sorted((r["event_id"], r["rating"], r["price"], r["event_date"])
                   for r in read_table(spark, cfg, "silver.events").collect())
     assert rows == [("e1", 4.0, None, BEFORE), ("e2", None, 9.5, D)]
-    table = DeltaTable.forPath(spark, table_path(cfg, "silver.events"))
-    assert table.detail().collect()[0]["partitionColumns"] == ["event_date"]
+    table = DeltaTable.forPath(spark, path)
+    detail = table.detail().collect()[0]
+    assert detail["partitionColumns"] == ["event_date"]
+    assert detail["properties"]["delta.logRetentionDuration"] == "interval 60 days"
     assert table.history(1).collect()[0]["userMetadata"] == "portrait migration: rating bigint -> double"
     # The old version stays readable (time travel) until VACUUM.
-    assert read_table(spark, cfg, "silver.events", version=0).schema["rating"].dataType.simpleString() == "bigint"
+    assert read_table(spark, cfg, "silver.events", version=1).schema["rating"].dataType.simpleString() == "bigint"
 
     assert migrate(spark, cfg, "silver.events") == [] and pending(spark, cfg, "silver.events") == []
-    assert table.history(1).collect()[0]["version"] == 1  # nothing rewritten the second time
+    assert table.history(1).collect()[0]["version"] == 2  # nothing rewritten the second time
     assert migrate(spark, cfg, "silver.held_events") == []  # no table yet: nothing to do
 
 
@@ -78,6 +82,41 @@ def test_a_rating_column_of_an_unexpected_type_is_named_not_rewritten(spark, tmp
                                              r"string; Portrait writes double there and can migrate only from bigint"):
         migrate(spark, cfg, "silver.held_events")
     assert _types(spark, cfg, "silver.held_events")["rating"] == "string"
+
+
+def test_portrait_migrate_lists_then_rewrites_every_old_table_once(spark, tmp_path):
+    """`portrait migrate --dry-run` names the tables and changes nothing; `portrait migrate` rewrites them."""
+    from typer.testing import CliRunner
+
+    from jobs.common.delta import replace_dates
+    from portrait.cli import app
+    from tests.conftest import lake_overrides
+
+    cfg = make_config(tmp_path)
+    old = [("e1", "1", None, "rating", "10", "2016-10-15T12:00:00+00:00", None, None, None, None, 3, None, None, None,
+            "{}", "f.csv", 2, BEFORE, None, STAMP)]
+    replace_dates(spark.createDataFrame(old, OLD_BRONZE), cfg, "bronze.events", [BEFORE])
+    replace_dates(spark.createDataFrame([("e2", 2, BEFORE)], "event_id string, rating long, landed_date date"),
+                  cfg, "silver.held_events", [BEFORE])
+    env = {**lake_overrides(tmp_path), "PORTRAIT_ENV": "ci"}
+    runner = CliRunner()
+
+    dry = runner.invoke(app, ["migrate", "--dry-run"], env=env)
+    assert dry.exit_code == 0, dry.output
+    assert dry.output.splitlines() == ["bronze.events: rating bigint -> double (dry run: not changed)",
+                                       "silver.held_events: rating bigint -> double (dry run: not changed)"]
+    assert _types(spark, cfg, "bronze.events")["rating"] == "bigint"
+
+    done = runner.invoke(app, ["migrate"], env=env)
+    assert done.exit_code == 0, done.output
+    assert done.output.splitlines() == ["bronze.events: rating bigint -> double (rewritten)",
+                                        "silver.held_events: rating bigint -> double (rewritten)"]
+    assert [_types(spark, cfg, t)["rating"] for t in ("bronze.events", "silver.held_events")] == ["double", "double"]
+    from jobs.common.delta import read_table
+
+    assert [r["rating"] for r in read_table(spark, cfg, "bronze.events").collect()] == [3.0]
+    again = runner.invoke(app, ["migrate"], env=env)
+    assert again.output.strip() == f"{cfg.lakehouse_root}: nothing to migrate"
 
 
 def _ratings_landing(cfg) -> None:

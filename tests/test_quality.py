@@ -165,7 +165,7 @@ def qcfg(cfg) -> Config:
 
 EVENTS_SCHEMA = (
     "event_id string, user_key string, session_id string, event_type string, item_id string, ts timestamp, "
-    "price double, quantity long, query string, review_text string, rating long, device string, "
+    "price double, quantity long, query string, review_text string, rating double, device string, "
     "channel string, geo string, event_date date"
 )
 _TYPES = ("view", "click", "view", "search", "add_to_cart", "view", "rating", "purchase")
@@ -188,7 +188,7 @@ def event_rows(day: dt.date, tag: str) -> list[tuple]:
                 f"e{tag}{j:02d}{copy_}", user, f"s{tag}{j % 5}", kind, item, ts,
                 100.0 + 10 * (j % 4) if priced else None,
                 1 if kind in ("add_to_cart", "purchase") else None,
-                "tent" if kind == "search" else None, None, 4 if kind == "rating" else None,
+                "tent" if kind == "search" else None, None, 4.0 if kind == "rating" else None,
                 "ios", "organic", "Shanghai", day,
             ))
     return rows
@@ -300,7 +300,7 @@ def assert_only(report, check_id: str) -> None:
 
 BRONZE_SCHEMA = (
     "event_id string, user_id string, session_id string, event_type string, item_id string, ts string, "
-    "price double, quantity long, query string, review_text string, rating long, device string, "
+    "price double, quantity long, query string, review_text string, rating double, device string, "
     "channel string, geo string, _raw string, _source_file string, event_date date, _parse_error string, "
     "_ingested_at timestamp"
 )
@@ -529,7 +529,14 @@ def _events_defect(spark, defect: str):
         rows = rows[::2]
     elif defect == "drifted_prices":
         rows = [r[:6] + ((r[6] * 3 if r[6] is not None else None),) + r[7:] for r in rows]
+    elif defect == "half_star_below_the_range":
+        rating = next(i for i, r in enumerate(rows) if r[3] == "rating")
+        rows = replace_column(rows, EVENTS_SCHEMA, rating, "rating", 0.5)
     frame = spark.createDataFrame(rows, EVENTS_SCHEMA)
+    if defect == "bigint_rating":  # as a lakehouse from before ratings were numbers holds it
+        from pyspark.sql import functions as F
+
+        frame = frame.withColumn("rating", F.col("rating").cast("long"))
     return frame.drop("geo") if defect == "dropped_column" else frame
 
 
@@ -540,6 +547,8 @@ def _events_defect(spark, defect: str):
     ("unknown_event_type", "expect_column_values_to_be_in_set(event_type)"),
     ("dropped_column", "expect_table_columns_to_match_set"),
     ("drifted_prices", "mean_band(price)"),
+    ("half_star_below_the_range", "expect_column_values_to_be_between(rating)"),
+    ("bigint_rating", "expect_column_values_to_be_of_type(rating)"),
 ])
 def test_silver_events(spark, lake, defect, check_id):
     from jobs.quality import validate
@@ -567,6 +576,22 @@ def test_silver_events(spark, lake, defect, check_id):
         assert report.result("expect_column_values_to_be_of_type(geo)").skipped
     if defect == "unknown_event_type":
         assert report.result(check_id).sample[0]["event_type"] == "teleport"
+    if defect == "half_star_below_the_range":
+        assert report.result(check_id).unexpected_count == 1 and report.result(check_id).sample[0]["rating"] == 0.5
+
+
+@pytest.mark.spark
+def test_the_silver_rating_range_is_clean_ranges_rating(spark, lake, qcfg):
+    """A half star of 0.5 fails the default 1..5 (above) and passes where the profile's range starts at 0.5."""
+    from jobs.quality import suite_parameters, validate
+
+    data = copy.deepcopy(dict(qcfg.data))
+    data["clean"]["ranges"]["rating"] = {"min": 0.5, "max": 5.0, "step": 0.5}
+    half_stars = Config(profile=qcfg.profile, root=qcfg.root, data=data)
+    parameters = suite_parameters(half_stars, D)
+    assert (parameters["rating_min"], parameters["rating_max"], parameters["avg_rating_min"]) == (0.5, 5.0, 0.0)
+    report = validate(spark, half_stars, "silver.events", D, df=_events_defect(spark, "half_star_below_the_range"))
+    assert not report.result("expect_column_values_to_be_between(rating)").failed, report.summary()
 
 
 @pytest.mark.spark

@@ -84,7 +84,7 @@ def migrate(spark: "SparkSession", cfg: Config, name: str) -> list[ColumnMigrati
     rewritten = table.select(*[F.col(f"`{c}`").cast(new_types[c]).alias(c) if c in new_types else F.col(f"`{c}`")
                                for c in table.columns])
     what = ", ".join(f"{m.column} {m.old_type} -> {m.new_type}" for m in todo)
-    log.warning("migrating %s at %s: %s (one rewrite of the table)", name, path, what)
+    log.info("migrating %s at %s: %s (one rewrite of the table)", name, path, what)
     (
         rewritten.write.format("delta").mode("overwrite")
         .option("overwriteSchema", "true")
@@ -93,3 +93,17 @@ def migrate(spark: "SparkSession", cfg: Config, name: str) -> list[ColumnMigrati
         .save(path)
     )
     return todo
+
+
+def migrate_lakehouse(spark: "SparkSession", cfg: Config, dry_run: bool = False) -> dict[str, list[ColumnMigration]]:
+    """Every table with pending migrations -> those migrations, applied unless `dry_run` (`portrait migrate`).
+
+    The steps migrate the tables they write on their own; this does it for all of them at once, before a
+    backfill that runs several days side by side (two runs rewriting one table: one of them fails).
+    """
+    done: dict[str, list[ColumnMigration]] = {}
+    for name in dict.fromkeys(m.table for m in MIGRATIONS):
+        todo = pending(spark, cfg, name) if dry_run else migrate(spark, cfg, name)
+        if todo:
+            done[name] = todo
+    return done
