@@ -101,8 +101,8 @@ def child_duckdb(landing: Path, file_format: str, threads: int, out: Path) -> di
         source = f"read_parquet('{pattern}')"
     typed = ", ".join(
         f"try_cast({c} AS TIMESTAMPTZ) AS {c}" if c == "ts"
-        else f"try_cast({c} AS DOUBLE) AS {c}" if c == "price"
-        else f"try_cast({c} AS BIGINT) AS {c}" if c in ("quantity", "rating")
+        else f"try_cast({c} AS DOUBLE) AS {c}" if c in ("price", "rating")
+        else f"try_cast({c} AS BIGINT) AS {c}" if c == "quantity"
         else c
         for c in columns)
     connection = duckdb.connect()

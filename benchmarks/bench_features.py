@@ -40,7 +40,7 @@ def load_silver(spark, cfg, landing: Path) -> dict[str, int]:
     from jobs.common.taxonomy import PATH_SEPARATOR
 
     schema = ("event_id string, user_id string, session_id string, event_type string, item_id string, ts string, "
-              "price double, quantity long, query string, review_text string, rating long, device string, "
+              "price double, quantity long, query string, review_text string, rating double, device string, "
               "channel string, geo string")
     raw = spark.read.schema(schema).json(str(landing / "events"))
     ts = F.to_timestamp("ts")

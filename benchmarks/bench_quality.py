@@ -53,7 +53,7 @@ def events_day(spark, rows: int, day: dt.date, seed: int, **overrides):
         "quantity": F.when(event_type.isin("add_to_cart", "remove_from_cart", "purchase"), h % 3 + 1),
         "query": F.when(event_type == "search", F.lit("running shoes")),
         "review_text": F.when(event_type == "review", F.lit("Works well.")),
-        "rating": F.when(event_type.isin("review", "rating"), h % 5 + 1),
+        "rating": F.when(event_type.isin("review", "rating"), (h % 5 + 1).cast("double")),
         "device": F.element_at(F.array(*[F.lit(x) for x in ("ios", "android", "web", "mini_program")]),
                                (h % 4 + 1).cast("int")),
         "channel": F.element_at(F.array(*[F.lit(x) for x in ("organic", "search_ads", "social", "email", "push")]),
