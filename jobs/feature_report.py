@@ -23,6 +23,7 @@ from jobs.common.audit import write_audit
 from jobs.common.config import Config
 from jobs.common.delta import read_table, replace_dates, table_exists
 from jobs.common.errors import InputDataError
+from jobs.common.feature_windows import FeatureWindows
 from jobs.common.step import StepResult, TableCount
 
 if TYPE_CHECKING:
@@ -201,14 +202,15 @@ def _features_as_of(spark: "SparkSession", cfg: Config, as_of: dt.date) -> "Data
     """gold.user_features of as_of when stored with this feature version, else a full recomputation."""
     from pyspark.sql import functions as F
 
-    from jobs.features import FEATURE_VERSION, build_user_features
+    from jobs.features import build_user_features, feature_version
 
+    version = feature_version(FeatureWindows.from_config(cfg))
     if table_exists(spark, cfg, "gold.user_features"):
         stored = read_table(spark, cfg, "gold.user_features").where(
-            (F.col("as_of_date") == F.lit(as_of)) & (F.col("feature_version") == F.lit(FEATURE_VERSION)))
+            (F.col("as_of_date") == F.lit(as_of)) & (F.col("feature_version") == F.lit(version)))
         if stored.limit(1).count():
             return stored
-    log.info("gold.user_features has no version-%s rows for %s; recomputing them", FEATURE_VERSION, as_of)
+    log.info("gold.user_features has no version-%s rows for %s; recomputing them", version, as_of)
     return build_user_features(spark, cfg, as_of)
 
 
@@ -217,7 +219,7 @@ def report_frame(spark: "SparkSession", cfg: Config, run_date: dt.date,
     """The scored report for run_date, as pandas, with the as-of date and the features scored."""
     from pyspark.sql import functions as F
 
-    from jobs.features import NUMERIC_FEATURES, affinity_name, latest_snapshot
+    from jobs.features import affinity_name, latest_snapshot, numeric_features
     from ml.dataset import transform_interest_labels, vocab_as_of, with_affinity_columns
 
     horizon = int(cfg.get("pipeline.label_horizon_days", 7))
@@ -231,7 +233,7 @@ def report_frame(spark: "SparkSession", cfg: Config, run_date: dt.date,
         )
     # One affinity per entry of the as-of date's category vocabulary; the interest labels use the same list.
     vocab = vocab_as_of(spark, cfg, as_of)
-    features = list(NUMERIC_FEATURES) + [affinity_name(c) for c in vocab]
+    features = list(numeric_features(FeatureWindows.from_config(cfg))) + [affinity_name(c) for c in vocab]
     table = with_affinity_columns(_features_as_of(spark, cfg, as_of), vocab, vocab).select("user_key", *features)
     total = table.count()
     if total > settings.sample_users:  # a hash sample: the same users every run
@@ -251,13 +253,13 @@ def report_frame(spark: "SparkSession", cfg: Config, run_date: dt.date,
 
 
 def run(spark: "SparkSession", cfg: Config, run_date: dt.date) -> StepResult:
-    from jobs.features import FEATURE_VERSION
+    from jobs.features import feature_version
 
     settings = ReportSettings.from_config(cfg)
     report, as_of, features = report_frame(spark, cfg, run_date, settings)
     report.insert(0, "run_date", run_date)
     report.insert(1, "as_of_date", as_of)
-    report.insert(3, "feature_version", FEATURE_VERSION)
+    report.insert(3, "feature_version", feature_version(FeatureWindows.from_config(cfg)))
     columns = [c.split()[0] for c in REPORT_SCHEMA.split(", ")]
     records = [tuple(None if isinstance(v, float) and math.isnan(v) else v for v in row)
                for row in report[columns].itertuples(index=False, name=None)]
@@ -279,9 +281,9 @@ def selected_features(spark: "SparkSession", cfg: Config, run_date: dt.date) -> 
     newest = report.agg(F.max("run_date")).collect()[0][0]
     if newest is None:
         raise InputDataError(f"ops.feature_report has no report on or before {run_date}; run the feature_report step")
-    from jobs.features import NUMERIC_FEATURES
+    from jobs.features import numeric_features
 
     # The numeric features in their order, then the affinities (their names vary with the vocabulary) by name.
-    order = {name: i for i, name in enumerate(NUMERIC_FEATURES)}
+    order = {name: i for i, name in enumerate(numeric_features(FeatureWindows.from_config(cfg)))}
     kept = [r["feature"] for r in report.where((F.col("run_date") == F.lit(newest)) & F.col("keep")).collect()]
     return sorted(kept, key=lambda name: (order.get(name, len(order)), name))

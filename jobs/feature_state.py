@@ -3,17 +3,19 @@
 Every user feature is a function of day aggregates A(u, d, L): what user u did on UTC day d, counting
 only events known at the end of day L (event_date <= L and landed_date <= L). The state of day D holds,
 per user, the window totals T_w(D) = sum of A(u, d, D) over the w days ending at D, and exponentially
-decayed sums S(D) = sum of A(u, d, D) * 0.5 ** ((D - d) / half_life) over the 90-day window.
+decayed sums S(D) = sum of A(u, d, D) * 0.5 ** ((D - d) / half_life) over the longest window L.
+The windows are `features.windows` (jobs/common/feature_windows.py; default 1, 7, 30, 90 days).
 
 Two ways to get the state of day D, equal up to float rounding (tests/test_features.py checks it):
 
-* full: aggregate every day of the window from silver.events and sum (a 90-day scan);
+* full: aggregate every day of the window from silver.events and sum (an L-day scan);
 * incremental: from the state of D-1, the days that D's landing touched and the days leaving each window:
       T_w(D) = T_w(D-1) + sum over touched d within w of [A(d, D) - A(d, D-1)] - A(D-w, D-1)
       S(D)   = 0.5 ** (1/h) * S(D-1) + sum over touched d of [A(d, D) - A(d, D-1)] * 0.5 ** ((D-d)/h)
-               - A(D-90, D-1) * 0.5 ** (90/h)
+               - A(D-L, D-1) * 0.5 ** (L/h)
   It reads today's events, the late events that landed today (and the rest of their user-days), and
-  the three days that leave the 7-, 30- and 90-day windows: 5 days of events instead of 90.
+  the days that leave each window longer than a day (with the default windows the days leaving the
+  7-, 30- and 90-day windows: 5 days of events instead of 90).
 
 Counts that are not sums of events (active days, sessions, session length) fold the same way because
 the fold works on whole user-days: a late event recomputes its user-day, and the difference is added.
@@ -23,18 +25,18 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from jobs.common.errors import InputDataError
 from jobs.common.catalogue import UNKNOWN, CatalogueParams, with_categories
+from jobs.common.errors import InputDataError
+from jobs.common.feature_windows import LONG, MEDIUM, SHORT, FeatureWindows
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
 # Bump when the state's columns or meaning change: an older state is then not continued but recomputed.
 STATE_FORMAT = "3"  # 3: category weights over the shop's own (and several) categories
-WINDOWS = (1, 7, 30, 90)
-LONGEST_WINDOW = 90
 EVENT_TYPES = ("view", "click", "add_to_cart", "remove_from_cart", "purchase", "search", "review", "rating", "share")
 # How much one event says about interest in a category (a search counts for the category of its intent).
 EVENT_WEIGHTS = {
@@ -47,34 +49,50 @@ CHANNELS = ("organic", "search_ads", "social", "email", "push")
 # Map entries below this are float residue of a subtraction, not weight.
 MAP_EPSILON = 1e-9
 
-# Day aggregates that the state sums, and the windows (days ending at D) kept for each.
-ALL = (1, 7, 30, 90)
-SCALAR_WINDOWS: dict[str, tuple[int, ...]] = {
-    "n_events": ALL,
-    **{f"n_{t}": ALL for t in EVENT_TYPES},
-    "active": (7, 30, 90),
-    "n_sessions": (7, 30),
-    "session_seconds": (7, 30),
-    **{f"n_{part}": (30,) for part, _, _ in DAYPARTS},
-    "n_weekend": (30,),
-    **{f"n_device_{d}": (30,) for d in DEVICES},
-    **{f"n_channel_{c}": (30,) for c in CHANNELS},
-    "spend": (90,), "purchase_price_sum": (90,), "n_purchase_priced": (90,),
-    "price_ratio_sum": (90,), "n_price_ratio": (90,), "price_pct_sum": (90,), "n_price_pct": (90,),
-    "rating_sum": (90,), "n_rated": (90,),
-    "sentiment_sum": (90,), "n_sentiment": (90,), "n_negative_reviews": (90,),
-}
-# Keyed day aggregates: name -> (window in days, decayed by the half-life?).
-MAP_SPECS: dict[str, tuple[int, bool]] = {
-    "category_weight": (90, True),
-    "brand_weight": (90, True),
-    "intent_count": (30, False),
-    "search_terms": (30, False),
-    "review_terms": (90, False),
-}
-# Windows other than 1 day carry over from D-1; their leaving days are read for the subtraction.
-EXPIRY_WINDOWS = tuple(sorted({w for ws in SCALAR_WINDOWS.values() for w in ws if w > 1}
-                              | {w for w, _ in MAP_SPECS.values()}))
+# Names of the keyed day aggregates (map columns of the state); map_specs gives their windows.
+MAP_NAMES = ("category_weight", "brand_weight", "intent_count", "search_terms", "review_terms")
+
+
+@lru_cache(maxsize=16)
+def scalar_windows(windows: FeatureWindows) -> dict[str, tuple[int, ...]]:
+    """Day aggregates that the state sums, and the windows (days ending at D) kept for each: counts for
+    every window, the rest for their role's window (jobs/common/feature_windows.py)."""
+    every = windows.days
+    short, medium, long = windows.role(SHORT), windows.role(MEDIUM), windows.role(LONG)
+
+    def unique(*days: int) -> tuple[int, ...]:
+        return tuple(dict.fromkeys(days))
+
+    return {
+        "n_events": every,
+        **{f"n_{t}": every for t in EVENT_TYPES},
+        "active": unique(short, medium, long),
+        "n_sessions": unique(short, medium),
+        "session_seconds": unique(short, medium),
+        **{f"n_{part}": (medium,) for part, _, _ in DAYPARTS},
+        "n_weekend": (medium,),
+        **{f"n_device_{d}": (medium,) for d in DEVICES},
+        **{f"n_channel_{c}": (medium,) for c in CHANNELS},
+        **{name: (long,) for name in ("spend", "purchase_price_sum", "n_purchase_priced", "price_ratio_sum",
+                                      "n_price_ratio", "price_pct_sum", "n_price_pct", "rating_sum", "n_rated",
+                                      "sentiment_sum", "n_sentiment", "n_negative_reviews")},
+    }
+
+
+@lru_cache(maxsize=16)
+def map_specs(windows: FeatureWindows) -> dict[str, tuple[int, bool]]:
+    """Keyed day aggregates: name -> (window in days, decayed by the half-life?)."""
+    medium, long = windows.role(MEDIUM), windows.role(LONG)
+    specs = {"category_weight": (long, True), "brand_weight": (long, True), "intent_count": (medium, False),
+             "search_terms": (medium, False), "review_terms": (long, False)}
+    return {name: specs[name] for name in MAP_NAMES}
+
+
+def expiry_windows(windows: FeatureWindows) -> tuple[int, ...]:
+    """Windows other than 1 day carry over from D-1; their leaving days are read for the subtraction."""
+    return tuple(sorted({w for ws in scalar_windows(windows).values() for w in ws if w > 1}
+                        | {w for w, _ in map_specs(windows).values()}))
+
 
 _REQUIRED_EVENT_COLUMNS = ("user_key", "event_type", "event_date")
 _OPTIONAL_EVENT_COLUMNS = {
@@ -90,6 +108,7 @@ class FeatureParams:
     local_timezone: str = "Asia/Shanghai"
     exclude_outliers: bool = False
     catalogue: CatalogueParams = field(default_factory=CatalogueParams)
+    windows: FeatureWindows = field(default_factory=FeatureWindows)
 
     def __post_init__(self) -> None:
         if not self.half_life_days > 0:
@@ -107,13 +126,14 @@ class FeatureParams:
         catalogue = "" if c == CatalogueParams() else (  # the default leaves older fingerprints as they were
             f";catalogue={c.taxonomy}/{c.tag_level}/{''.join(c.path_separators)}/{c.multi_value_separator}/"
             f"{sorted(c.aliases.items())}")
+        windows = "" if self.windows.is_default else f";windows={self.windows.label()}"  # idem
         return (f"state={STATE_FORMAT};half_life={self.half_life_days:g};gap={self.session_gap_minutes:g};"
-                f"tz={self.local_timezone};exclude_outliers={self.exclude_outliers}{catalogue}")
+                f"tz={self.local_timezone};exclude_outliers={self.exclude_outliers}{catalogue}{windows}")
 
 
-def state_columns() -> list[str]:
+def state_columns(windows: FeatureWindows) -> list[str]:
     """The scalar columns of gold.user_feature_state, `<aggregate>__<window>`."""
-    return [f"{name}__{w}" for name, windows in SCALAR_WINDOWS.items() for w in windows]
+    return [f"{name}__{w}" for name, kept in scalar_windows(windows).items() for w in kept]
 
 
 # --- inputs ----------------------------------------------------------------------------------------
@@ -239,8 +259,8 @@ def transform_day_aggregates(facts: "DataFrame", params: FeatureParams,
                              group: tuple[str, ...] = ()) -> tuple["DataFrame", "DataFrame"]:
     """(scalars, entries) per user and UTC day (and `group` columns).
 
-    scalars: one row per (group, user_key, event_date) with every SCALAR_WINDOWS aggregate;
-    entries: (group, user_key, event_date, name, key, value), the keyed aggregates of MAP_SPECS.
+    scalars: one row per (group, user_key, event_date) with every scalar_windows aggregate;
+    entries: (group, user_key, event_date, name, key, value), the keyed aggregates of MAP_NAMES.
     Sessions are cut at UTC midnight so that a day is complete on its own.
     """
     from pyspark.sql import functions as F
@@ -303,7 +323,7 @@ def transform_day_aggregates(facts: "DataFrame", params: FeatureParams,
         *[F.expr(f"CAST(sum({name}) AS DOUBLE) AS {name}") for name in partials],
         F.expr(f"CAST(sum(CASE WHEN session_id IS NOT NULL THEN 1 ELSE {gap_sessions} END) AS DOUBLE) AS n_sessions"),
         F.expr(f"CAST(sum(CASE WHEN session_id IS NOT NULL THEN _span ELSE {gap_span} END) AS DOUBLE) AS session_seconds"),
-    ).select(*keys, *[F.lit(1.0).alias(name) if name == "active" else F.col(name) for name in SCALAR_WINDOWS])
+    ).select(*keys, *[F.lit(1.0).alias(name) if name == "active" else F.col(name) for name in scalar_windows(params.windows)])
 
     weights = F.create_map(*[F.lit(x) for pair in EVENT_WEIGHTS.items() for x in pair])
     weight = F.coalesce(F.try_element_at(weights, etype), F.lit(0.0))
@@ -337,26 +357,28 @@ def transform_day_aggregates(facts: "DataFrame", params: FeatureParams,
 # --- folds ----------------------------------------------------------------------------------------
 
 
-def _map_window(name: "Column") -> "Column":
+def _map_window(name: "Column", windows: FeatureWindows) -> "Column":
     from pyspark.sql import functions as F
 
-    return F.try_element_at(F.create_map(*[F.lit(x) for n, (w, _) in MAP_SPECS.items() for x in (n, w)]), name)
+    specs = map_specs(windows)
+    return F.try_element_at(F.create_map(*[F.lit(x) for n, (w, _) in specs.items() for x in (n, w)]), name)
 
 
-def _map_decayed(name: "Column") -> "Column":
+def _map_decayed(name: "Column", windows: FeatureWindows) -> "Column":
     from pyspark.sql import functions as F
 
-    return F.try_element_at(F.create_map(*[F.lit(x) for n, (_, d) in MAP_SPECS.items() for x in (n, d)]), name)
+    specs = map_specs(windows)
+    return F.try_element_at(F.create_map(*[F.lit(x) for n, (_, d) in specs.items() for x in (n, d)]), name)
 
 
 def _collect_maps(entries: "DataFrame") -> "DataFrame":
-    """(user_key, name, key, value) -> user_key + one map<string,double> column per MAP_SPECS name."""
+    """(user_key, name, key, value) -> user_key + one map<string,double> column per MAP_NAMES name."""
     from pyspark.sql import functions as F
 
     kept = entries.where(F.col("value") > MAP_EPSILON)
     return kept.groupBy("user_key").agg(*[
         F.map_from_entries(F.collect_list(F.when(F.col("name") == name, F.struct("key", "value")))).alias(name)
-        for name in MAP_SPECS
+        for name in MAP_NAMES
     ])
 
 
@@ -364,9 +386,11 @@ def _finish_state(scalars: "DataFrame", maps: "DataFrame", as_of: dt.date, param
     from pyspark.sql import functions as F
 
     empty = F.create_map().cast("map<string,double>")
-    return scalars.join(maps, "user_key", "left").where(F.col("n_events__90") > 0.5).select(
-        "user_key", *state_columns(), "last_event_date", "last_purchase_date",
-        *[F.coalesce(F.col(name), empty).alias(name) for name in MAP_SPECS],
+    # A user stays in the state while they have an event in the longest window.
+    longest = params.windows.longest
+    return scalars.join(maps, "user_key", "left").where(F.col(f"n_events__{longest}") > 0.5).select(
+        "user_key", *state_columns(params.windows), "last_event_date", "last_purchase_date",
+        *[F.coalesce(F.col(name), empty).alias(name) for name in MAP_NAMES],
         F.lit(params.fingerprint()).alias("state_version"),
         F.lit(as_of).alias("as_of_date"),
     )
@@ -387,23 +411,25 @@ def _facts(events: "DataFrame", items: "DataFrame", days: list[dt.date], cache: 
 
 def transform_full_state(events: "DataFrame", items: "DataFrame", as_of: dt.date, params: FeatureParams,
                          cache: list | None = None) -> "DataFrame":
-    """The state of `as_of` from the events of its 90-day window alone."""
+    """The state of `as_of` from the events of its longest window alone."""
     from pyspark.sql import functions as F
 
-    first = as_of - dt.timedelta(days=LONGEST_WINDOW - 1)
-    days = [first + dt.timedelta(days=i) for i in range(LONGEST_WINDOW)]
+    longest = params.windows.longest
+    first = as_of - dt.timedelta(days=longest - 1)
+    days = [first + dt.timedelta(days=i) for i in range(longest)]
     window = known_at(conform_events(events, params), as_of).where(F.col("event_date") >= F.lit(first))
     scalars, entries = transform_day_aggregates(_facts(window, items, days, cache, params.catalogue), params)
     age = F.datediff(F.lit(as_of), F.col("event_date"))
 
     totals = scalars.withColumn("_age", age).groupBy("user_key").agg(
         *[F.expr(f"sum(CASE WHEN _age < {w} THEN {name} ELSE 0D END) AS {name}__{w}")
-          for name, windows in SCALAR_WINDOWS.items() for w in windows],
+          for name, kept in scalar_windows(params.windows).items() for w in kept],
         F.max("event_date").alias("last_event_date"),
         F.max(F.when(F.col("n_purchase") > 0, F.col("event_date"))).alias("last_purchase_date"),
     )
-    coefficient = F.when(_map_decayed(F.col("name")), F.pow(F.lit(0.5), age / F.lit(params.half_life_days))).otherwise(1.0)
-    summed = entries.where(age < _map_window(F.col("name"))).groupBy("user_key", "name", "key").agg(
+    coefficient = F.when(_map_decayed(F.col("name"), params.windows),
+                         F.pow(F.lit(0.5), age / F.lit(params.half_life_days))).otherwise(1.0)
+    summed = entries.where(age < _map_window(F.col("name"), params.windows)).groupBy("user_key", "name", "key").agg(
         F.sum(F.col("value") * coefficient).alias("value"))
     return _finish_state(totals, _collect_maps(summed), as_of, params)
 
@@ -421,13 +447,14 @@ class IncrementalPlan:
         return tuple(d for d in self.touched_days if d < self.as_of)
 
 
-def plan_increment(events: "DataFrame", as_of: dt.date) -> tuple[IncrementalPlan, "DataFrame"]:
+def plan_increment(events: "DataFrame", as_of: dt.date,
+                   windows: FeatureWindows) -> tuple[IncrementalPlan, "DataFrame"]:
     """The events new at `as_of` (landed that day, or dated that day and landed early) and the plan."""
     from pyspark.sql import functions as F
 
     new = known_at(events, as_of).where((F.col("landed_date") == F.lit(as_of)) | (F.col("event_date") == F.lit(as_of)))
     touched = sorted({r[0] for r in new.select("event_date").distinct().collect()} | {as_of})
-    expiry = tuple(as_of - dt.timedelta(days=w) for w in EXPIRY_WINDOWS)
+    expiry = tuple(as_of - dt.timedelta(days=w) for w in expiry_windows(windows))
     return IncrementalPlan(as_of, tuple(touched), expiry), new
 
 
@@ -438,7 +465,7 @@ def transform_incremental_state(events: "DataFrame", items: "DataFrame", previou
 
     yesterday = as_of - dt.timedelta(days=1)
     events = conform_events(events, params)
-    plan, new = plan_increment(events, as_of)
+    plan, new = plan_increment(events, as_of, params.windows)
     now, before = known_at(events, as_of), known_at(events, yesterday)
     pairs = new.select("user_key", "event_date").distinct()
     # Whole user-days that changed, as known now (+1) and as known yesterday (-1), and the leaving days.
@@ -465,24 +492,28 @@ def transform_incremental_state(events: "DataFrame", items: "DataFrame", previou
                 f"WHEN _part = 'leaving' AND _age = {window} THEN -{name} ELSE 0D END) AS d_{name}__{window}")
 
     delta = scalars.select("*", age.alias("_age"), sign.alias("_sign")).groupBy("user_key").agg(
-        *[F.expr(change(name, w)) for name, windows in SCALAR_WINDOWS.items() for w in windows],
+        *[F.expr(change(name, w)) for name, kept in scalar_windows(params.windows).items() for w in kept],
         F.max(F.when((part == "now") & (F.col("n_events") > 0), F.col("event_date"))).alias("d_last_event_date"),
         F.max(F.when((part == "now") & (F.col("n_purchase") > 0), F.col("event_date"))).alias("d_last_purchase_date"),
     )
-    prev = previous.select("user_key", *state_columns(), "last_event_date", "last_purchase_date", *MAP_SPECS)
+    oldest_gone = as_of - dt.timedelta(days=params.windows.longest)  # the last day outside the window
+    prev = previous.select("user_key", *state_columns(params.windows), "last_event_date", "last_purchase_date",
+                           *MAP_NAMES)
     joined = prev.join(delta, "user_key", "full_outer")
     totals = joined.select(
         "user_key",
         # A 1-day total is today's aggregate alone; longer ones carry over.
         *[F.expr(f"coalesce(d_{name}__{w}, 0D) + coalesce({name}__{w}, 0D) AS {name}__{w}" if w > 1
                  else f"coalesce(d_{name}__{w}, 0D) AS {name}__{w}")
-          for name, windows in SCALAR_WINDOWS.items() for w in windows],
+          for name, kept in scalar_windows(params.windows).items() for w in kept],
         F.greatest("last_event_date", "d_last_event_date").alias("last_event_date"),
-        F.greatest("last_purchase_date", "d_last_purchase_date").alias("last_purchase_date"),
+        # As in the full state, a purchase that left the longest window is no longer known.
+        F.when(F.greatest("last_purchase_date", "d_last_purchase_date") > F.lit(oldest_gone),
+               F.greatest("last_purchase_date", "d_last_purchase_date")).alias("last_purchase_date"),
     )
 
-    window = _map_window(F.col("name"))
-    decayed = _map_decayed(F.col("name"))
+    window = _map_window(F.col("name"), params.windows)
+    decayed = _map_decayed(F.col("name"), params.windows)
     coefficient = F.when(decayed, F.pow(F.lit(0.5), age / F.lit(params.half_life_days))).otherwise(1.0)
     leaving_coefficient = F.when(decayed, F.pow(F.lit(0.5), window / F.lit(params.half_life_days))).otherwise(1.0)
     moved = entries.select(
@@ -492,8 +523,9 @@ def transform_incremental_state(events: "DataFrame", items: "DataFrame", previou
         .alias("value"),
     ).where(F.col("value").isNotNull())
     carried = previous.select("user_key", F.explode(F.array(*[
-        F.struct(F.lit(name).alias("name"), F.col(name).alias("m")) for name in MAP_SPECS])).alias("s")).select(
+        F.struct(F.lit(name).alias("name"), F.col(name).alias("m")) for name in MAP_NAMES])).alias("s")).select(
         "user_key", F.col("s.name").alias("name"), F.explode("s.m").alias("key", "value"),
-    ).withColumn("value", F.col("value") * F.when(_map_decayed(F.col("name")), F.lit(params.daily_decay)).otherwise(1.0))
+    ).withColumn("value", F.col("value") * F.when(_map_decayed(F.col("name"), params.windows),
+                                                    F.lit(params.daily_decay)).otherwise(1.0))
     summed = carried.unionByName(moved).groupBy("user_key", "name", "key").agg(F.sum("value").alias("value"))
     return _finish_state(totals, _collect_maps(summed), as_of, params)

@@ -2,7 +2,9 @@
 
 The user vector of day D is made from gold.user_feature_state (window totals and decayed sums, see
 jobs/feature_state.py), which is either continued from D-1 (incremental, the default) or recomputed
-from the 90-day window (full). docs/features.md defines every column, its window and its null rule.
+from the longest window (full). The windows are `features.windows` (default 1, 7, 30, 90 days) and the
+names carry them (jobs/common/feature_windows.py). docs/features.md defines every column, its window
+and its null rule.
 
 Backfill a range in one command (each day continues the day before; the first falls back to full
 when its previous state is missing):
@@ -17,6 +19,7 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from jobs.common.audit import write_audit
@@ -26,10 +29,11 @@ from jobs.common.catalogue import (
 from jobs.common.config import Config
 from jobs.common.delta import read_table, replace_dates, table_exists
 from jobs.common.errors import ConfigError, InputDataError
+from jobs.common.feature_windows import LONG, MEDIUM, SHORT, FeatureWindows
 from jobs.common.step import StepResult, TableCount
 from jobs.common.taxonomy import TOP_LEVEL
 from jobs.feature_state import (  # noqa: F401  (EVENT_WEIGHTS is re-exported: readers import it from here)
-    CHANNELS, DAYPARTS, DEVICES, EVENT_TYPES, EVENT_WEIGHTS, LONGEST_WINDOW, FeatureParams,
+    CHANNELS, DAYPARTS, DEVICES, EVENT_TYPES, EVENT_WEIGHTS, FeatureParams,
     conform_events, known_at, transform_full_state, transform_incremental_state,
 )
 
@@ -46,38 +50,45 @@ PLURALS = {
     "view": "views", "click": "clicks", "add_to_cart": "carts", "remove_from_cart": "cart_removals",
     "purchase": "purchases", "search": "searches", "review": "reviews", "rating": "ratings", "share": "shares",
 }
-COUNT_WINDOWS = (1, 7, 30, 90)
 # Rates: name -> (numerator event type, denominator event type); 0 when the denominator is 0.
 RATES = {
     "click_rate": ("click", "view"), "cart_rate": ("add_to_cart", "view"),
     "conversion": ("purchase", "view"), "cart_conversion": ("purchase", "add_to_cart"),
 }
-# Where price_percentile_90d falls: below 1/3 budget, above 2/3 premium, else mid.
+# Where price_percentile_<long>d (price_percentile_90d by default) falls: below 1/3 budget, above 2/3 premium, else mid.
 PRICE_BAND_CUTS = (1 / 3, 2 / 3)
 
-_LEGACY = (  # the version-1 vector, first and in its order, so older readers keep their columns
+# The version-1 vector, first and in its order, so older readers keep their columns. Written for the
+# default windows; its 7/30/90-day names follow the configured windows (FeatureWindows.rename).
+_LEGACY = (
     "n_events_7d", "n_events_30d", "n_views_30d", "n_clicks_30d", "n_carts_30d", "n_purchases_30d",
     "n_searches_30d", "active_days_30d", "recency_days", "n_purchases_90d", "monetary_90d",
     "avg_purchase_price_90d", "conversion_30d", "avg_rating", "price_index",
 )
 
 
-def _numeric_features() -> tuple[str, ...]:
-    names = list(_LEGACY)
-    names += [f"n_events_{w}d" for w in COUNT_WINDOWS]
-    names += [f"n_{PLURALS[t]}_{w}d" for t in EVENT_TYPES for w in COUNT_WINDOWS]
-    names += [f"{rate}_{w}d" for rate in RATES for w in COUNT_WINDOWS]
-    names += ["active_days_7d", "active_days_90d", "n_sessions_7d", "n_sessions_30d",
-              "avg_session_events_30d", "avg_session_minutes_30d"]
-    names += [f"{part}_share_30d" for part, _, _ in DAYPARTS] + ["weekend_share_30d"]
-    names += [f"device_{d}_share_30d" for d in DEVICES] + [f"channel_{c}_share_30d" for c in CHANNELS]
-    names += ["purchase_recency_days", "price_percentile_90d", "review_sentiment_90d", "negative_review_share_90d",
-              "tenure_days", "social_degree"]
+@lru_cache(maxsize=16)
+def numeric_features(windows: FeatureWindows) -> tuple[str, ...]:
+    """The numeric part of the vector, in model input order (ml/dataset.py reads it); every one is a double.
+
+    Counts and rates for every window; the other windowed features for their role's window
+    (short/medium/long, jobs/common/feature_windows.py). With the default windows these are the
+    names and the order the vector always had.
+    """
+    def name(base: str, role: str) -> str:
+        return windows.name(base, role)
+
+    names = [windows.rename(n) for n in _LEGACY]
+    names += [f"n_events_{w}d" for w in windows.days]
+    names += [f"n_{PLURALS[t]}_{w}d" for t in EVENT_TYPES for w in windows.days]
+    names += [f"{rate}_{w}d" for rate in RATES for w in windows.days]
+    names += [name("active_days", SHORT), name("active_days", LONG), name("n_sessions", SHORT),
+              name("n_sessions", MEDIUM), name("avg_session_events", MEDIUM), name("avg_session_minutes", MEDIUM)]
+    names += [name(f"{part}_share", MEDIUM) for part, _, _ in DAYPARTS] + [name("weekend_share", MEDIUM)]
+    names += [name(f"device_{d}_share", MEDIUM) for d in DEVICES] + [name(f"channel_{c}_share", MEDIUM) for c in CHANNELS]
+    names += ["purchase_recency_days", name("price_percentile", LONG), name("review_sentiment", LONG),
+              name("negative_review_share", LONG), "tenure_days", "social_degree"]
     return tuple(dict.fromkeys(names))
-
-
-# The numeric part of the vector, in model input order (ml/dataset.py reads it); every one is a double.
-NUMERIC_FEATURES: tuple[str, ...] = _numeric_features()
 # Category affinities and search intent: arrays over the date's category vocabulary (gold.category_vocab,
 # jobs/common/catalogue.py), each summing to 1 (or all 0); `affinity_name` names one entry.
 AFFINITY_FEATURES = ("category_affinity",)   # array<double> over the vocabulary
@@ -87,10 +98,18 @@ KEYWORD_FEATURES = ("search_keywords", "review_keywords")  # array<string>, most
 INTENT_FEATURES = ("search_intent",)         # array<double> over the vocabulary, summing to 1 (or all 0)
 ARRAY_FEATURES = ("category_affinity", *INTENT_FEATURES)
 CATEGORICAL_FEATURES = ("age_band", "gender", "occupation", "city", "price_band", "top_search_intent")
-USER_FEATURE_COLUMNS: tuple[str, ...] = (
-    "user_key", *CATEGORICAL_FEATURES, *NUMERIC_FEATURES, "category_affinity",
-    *INTENT_FEATURES, *BRAND_FEATURES, *KEYWORD_FEATURES, "as_of_date", "feature_version",
-)
+
+
+def user_feature_columns(windows: FeatureWindows) -> tuple[str, ...]:
+    """Every column of gold.user_features, in table order."""
+    return ("user_key", *CATEGORICAL_FEATURES, *numeric_features(windows), "category_affinity",
+            *INTENT_FEATURES, *BRAND_FEATURES, *KEYWORD_FEATURES, "as_of_date", "feature_version")
+
+
+def feature_version(windows: FeatureWindows) -> str:
+    """FEATURE_VERSION, with the windows when they are not the default ones: features (and a model
+    trained on them) of other windows have other columns, so they are never taken for these."""
+    return FEATURE_VERSION if windows.is_default else f"{FEATURE_VERSION}+windows={windows.label()}"
 
 
 def affinity_name(category: str) -> str:
@@ -102,12 +121,6 @@ def affinity_name(category: str) -> str:
 
 
 def feature_params(cfg: Config) -> FeatureParams:
-    window = int(cfg.get("pipeline.feature_window_days", LONGEST_WINDOW))
-    if window != LONGEST_WINDOW:
-        raise ConfigError(
-            f"pipeline.feature_window_days is {window}, but the feature windows are fixed at 1/7/30/{LONGEST_WINDOW} "
-            f"days (their names carry them); set it to {LONGEST_WINDOW}"
-        )
     half_life = cfg.get("features.affinity_half_life_days", cfg.get("pipeline.affinity_half_life_days", 14))
     return FeatureParams(
         half_life_days=float(half_life),
@@ -115,6 +128,7 @@ def feature_params(cfg: Config) -> FeatureParams:
         local_timezone=str(cfg.get("features.local_timezone", "Asia/Shanghai")),
         exclude_outliers=bool(cfg.get("features.exclude_outliers", False)),
         catalogue=CatalogueParams.from_config(cfg),
+        windows=FeatureWindows.from_config(cfg),
     )
 
 
@@ -189,11 +203,13 @@ def _shares(m: "Column", total: "Column", vocab: Sequence[str]) -> "Column":
 
 def transform_features_from_state(state: "DataFrame", users: "DataFrame", as_of: dt.date,
                                   social: "DataFrame | None" = None, top_brands: int = 5,
-                                  top_keywords: int = 10, vocab: Sequence[str] | None = None) -> "DataFrame":
+                                  top_keywords: int = 10, vocab: Sequence[str] | None = None,
+                                  *, windows: FeatureWindows) -> "DataFrame":
     """gold.user_features rows: every user of the snapshot, with the documented defaults when idle.
 
     category_affinity and search_intent are arrays over `vocab`, the date's category vocabulary
-    (gold.category_vocab); without one, over the builtin taxonomy's top level.
+    (gold.category_vocab); without one, over the builtin taxonomy's top level. `windows` are the
+    ones the state was computed with (FeatureParams.windows).
     """
     from pyspark.sql import functions as F
 
@@ -215,43 +231,50 @@ def transform_features_from_state(state: "DataFrame", users: "DataFrame", as_of:
     def ratio(numerator: str, denominator: str, default: float) -> str:
         return f"CASE WHEN {denominator} > 0 THEN try_divide({numerator}, {denominator}) ELSE {default!r}D END"
 
+    short, medium, long = windows.role(SHORT), windows.role(MEDIUM), windows.role(LONG)
+
+    def named(base: str, role: str) -> str:
+        return windows.name(base, role)
+
     def days_since(column: str) -> str:
-        cap = float(LONGEST_WINDOW)
+        cap = float(long)
         return f"CASE WHEN {column} IS NULL THEN {cap!r}D ELSE least(CAST(datediff(DATE'{as_of}', {column}) AS DOUBLE), {cap!r}D) END"
 
     out: dict[str, str] = {}
-    for w in COUNT_WINDOWS:
+    for w in windows.days:
         out[f"n_events_{w}d"] = count("events", w)
         for t in EVENT_TYPES:
             out[f"n_{PLURALS[t]}_{w}d"] = count(t, w)
         for rate, (num, den) in RATES.items():
             out[f"{rate}_{w}d"] = ratio(count(num, w), count(den, w), 0.0)
-    for w in (7, 30, 90):
+    for w in dict.fromkeys((short, medium, long)):
         out[f"active_days_{w}d"] = s(f"active__{w}")
-    for w in (7, 30):
+    for w in dict.fromkeys((short, medium)):
         out[f"n_sessions_{w}d"] = s(f"n_sessions__{w}")
-    out["avg_session_events_30d"] = ratio(s("n_events__30"), s("n_sessions__30"), 0.0)
-    out["avg_session_minutes_30d"] = ratio(s("session_seconds__30") + " / 60D", s("n_sessions__30"), 0.0)
+    m = medium  # the behaviour mix
+    out[named("avg_session_events", MEDIUM)] = ratio(s(f"n_events__{m}"), s(f"n_sessions__{m}"), 0.0)
+    out[named("avg_session_minutes", MEDIUM)] = ratio(s(f"session_seconds__{m}") + " / 60D", s(f"n_sessions__{m}"), 0.0)
     for part, _, _ in DAYPARTS:
-        out[f"{part}_share_30d"] = ratio(s(f"n_{part}__30"), s("n_events__30"), 0.0)
-    out["weekend_share_30d"] = ratio(s("n_weekend__30"), s("n_events__30"), 0.0)
+        out[named(f"{part}_share", MEDIUM)] = ratio(s(f"n_{part}__{m}"), s(f"n_events__{m}"), 0.0)
+    out[named("weekend_share", MEDIUM)] = ratio(s(f"n_weekend__{m}"), s(f"n_events__{m}"), 0.0)
     for d in DEVICES:
-        out[f"device_{d}_share_30d"] = ratio(s(f"n_device_{d}__30"), s("n_events__30"), 0.0)
+        out[named(f"device_{d}_share", MEDIUM)] = ratio(s(f"n_device_{d}__{m}"), s(f"n_events__{m}"), 0.0)
     for c in CHANNELS:
-        out[f"channel_{c}_share_30d"] = ratio(s(f"n_channel_{c}__30"), s("n_events__30"), 0.0)
+        out[named(f"channel_{c}_share", MEDIUM)] = ratio(s(f"n_channel_{c}__{m}"), s(f"n_events__{m}"), 0.0)
     out["recency_days"] = days_since("last_event_date")
     out["purchase_recency_days"] = days_since("last_purchase_date")
-    out["monetary_90d"] = s("spend__90")
-    out["avg_purchase_price_90d"] = ratio(s("purchase_price_sum__90"), s("n_purchase_priced__90"), 0.0)
-    out["avg_rating"] = ratio(s("rating_sum__90"), s("n_rated__90"), 0.0)
-    out["price_index"] = ratio(s("price_ratio_sum__90"), s("n_price_ratio__90"), 1.0)
-    out["price_percentile_90d"] = ratio(s("price_pct_sum__90"), s("n_price_pct__90"), 0.5)
-    out["review_sentiment_90d"] = ratio(s("sentiment_sum__90"), s("n_sentiment__90"), 0.5)
-    out["negative_review_share_90d"] = ratio(s("n_negative_reviews__90"), s("n_sentiment__90"), 0.0)
+    out[named("monetary", LONG)] = s(f"spend__{long}")
+    out[named("avg_purchase_price", LONG)] = ratio(s(f"purchase_price_sum__{long}"), s(f"n_purchase_priced__{long}"), 0.0)
+    out["avg_rating"] = ratio(s(f"rating_sum__{long}"), s(f"n_rated__{long}"), 0.0)
+    out["price_index"] = ratio(s(f"price_ratio_sum__{long}"), s(f"n_price_ratio__{long}"), 1.0)
+    out[named("price_percentile", LONG)] = ratio(s(f"price_pct_sum__{long}"), s(f"n_price_pct__{long}"), 0.5)
+    out[named("review_sentiment", LONG)] = ratio(s(f"sentiment_sum__{long}"), s(f"n_sentiment__{long}"), 0.5)
+    out[named("negative_review_share", LONG)] = ratio(s(f"n_negative_reviews__{long}"), s(f"n_sentiment__{long}"), 0.0)
+    numeric = numeric_features(windows)
     out["tenure_days"] = f"greatest(coalesce(CAST(datediff(DATE'{as_of}', signup_date) AS DOUBLE), 0D), 0D)"
     out["social_degree"] = s("social_degree")
-    missing = set(NUMERIC_FEATURES) - set(out)
-    if missing:  # a programming error: NUMERIC_FEATURES names a feature nothing computes
+    missing = set(numeric) - set(out)
+    if missing:  # a programming error: numeric_features names a feature nothing computes
         raise AssertionError(f"no definition for {sorted(missing)}")
 
     empty = F.create_map().cast("map<string,double>")
@@ -272,16 +295,16 @@ def transform_features_from_state(state: "DataFrame", users: "DataFrame", as_of:
         _ranked_keys(keyed("review_terms"), top_keywords).alias("_review_terms"),
     )
 
-    pct = out["price_percentile_90d"]
+    pct = out[named("price_percentile", LONG)]
     # Null, not a made-up band, when none of the user's items had a list price (docs/features.md).
-    price_band = (f"CASE WHEN {s('n_price_pct__90')} = 0 THEN NULL WHEN {pct} < {PRICE_BAND_CUTS[0]!r}D THEN 'budget' "
+    price_band = (f"CASE WHEN {s(f'n_price_pct__{long}')} = 0 THEN NULL WHEN {pct} < {PRICE_BAND_CUTS[0]!r}D THEN 'budget' "
                   f"WHEN {pct} > {PRICE_BAND_CUTS[1]!r}D THEN 'premium' ELSE 'mid' END")
     brand_total = F.col("_brand_total")
     vector = ranked.select(
         "user_key", "age_band", "gender", "occupation", "city",
         F.expr(f"{price_band} AS price_band"),
         F.when(F.size("_top_intent") > 0, F.col("_top_intent")[0]["key"]).alias("top_search_intent"),
-        *[F.expr(f"CAST({out[name]} AS DOUBLE) AS {name}") for name in NUMERIC_FEATURES],
+        *[F.expr(f"CAST({out[name]} AS DOUBLE) AS {name}") for name in numeric],
         _shares(keyed("category_weight"), F.col("_category_total"), vocab).alias("category_affinity"),
         _shares(keyed("intent_count"), F.col("_intent_total"), vocab).alias("search_intent"),
         F.transform("_brands", lambda e: F.struct(e["key"].alias("brand"), (e["value"] / brand_total).alias("score")))
@@ -290,26 +313,25 @@ def transform_features_from_state(state: "DataFrame", users: "DataFrame", as_of:
         F.transform("_review_terms", lambda e: e["key"]).alias("review_keywords"),
     )
     return vector.select(
-        "user_key", *CATEGORICAL_FEATURES, *NUMERIC_FEATURES, "category_affinity", *INTENT_FEATURES, *BRAND_FEATURES, *KEYWORD_FEATURES,
+        "user_key", *CATEGORICAL_FEATURES, *numeric, "category_affinity", *INTENT_FEATURES, *BRAND_FEATURES, *KEYWORD_FEATURES,
         F.lit(as_of).alias("as_of_date"),
-        F.lit(FEATURE_VERSION).alias("feature_version"),
+        F.lit(feature_version(windows)).alias("feature_version"),
     )
 
 
 def transform_user_features(
     events: "DataFrame", users: "DataFrame", items: "DataFrame", as_of: dt.date,
-    window_days: int = LONGEST_WINDOW, half_life_days: float = 14.0, params: FeatureParams | None = None,
+    half_life_days: float = 14.0, params: FeatureParams | None = None,
     social: "DataFrame | None" = None, vocab: Sequence[str] | None = None,
 ) -> "DataFrame":
     """Full recomputation. Point in time: only events dated on or before `as_of` that had landed by then count.
 
-    `vocab` is the category vocabulary the arrays are over (default: the builtin taxonomy's top level).
+    `vocab` is the category vocabulary the arrays are over (default: the builtin taxonomy's top level);
+    the windows are `params.windows`.
     """
-    if window_days != LONGEST_WINDOW:
-        raise ConfigError(f"window_days must be {LONGEST_WINDOW}: the feature names carry their windows")
     params = params or FeatureParams(half_life_days=half_life_days)
     state = transform_full_state(events, items, as_of, params)
-    return transform_features_from_state(state, users, as_of, social, vocab=vocab)
+    return transform_features_from_state(state, users, as_of, social, vocab=vocab, windows=params.windows)
 
 
 # --- item features --------------------------------------------------------------------------------
@@ -369,11 +391,13 @@ def transform_item_features(events: "DataFrame", items: "DataFrame", as_of: dt.d
 # --- the category vocabulary ----------------------------------------------------------------------
 
 
-def category_vocab(events: "DataFrame", items: "DataFrame", as_of: dt.date, catalogue: CatalogueParams) -> "DataFrame":
-    """gold.category_vocab of `as_of`: the item snapshot's categories, ranked by the events of the window on them."""
+def category_vocab(events: "DataFrame", items: "DataFrame", as_of: dt.date, catalogue: CatalogueParams,
+                   window_days: int) -> "DataFrame":
+    """gold.category_vocab of `as_of`: the item snapshot's categories, ranked by the events of the window
+    (the longest feature window, `window_days`) on them."""
     from pyspark.sql import functions as F
 
-    first = as_of - dt.timedelta(days=LONGEST_WINDOW - 1)
+    first = as_of - dt.timedelta(days=window_days - 1)
     window = known_at(conform_events(events), as_of).where(F.col("event_date") >= F.lit(first))
     return transform_category_vocab(with_categories(items), window, as_of, catalogue)
 
@@ -430,10 +454,11 @@ def build_user_features(spark: "SparkSession", cfg: Config, as_of: dt.date,
                            F.min("snapshot_date")).collect()[0]
         chosen = bounds[0] or bounds[1]
         snapshot = items.where(F.col("snapshot_date") == F.lit(chosen)) if chosen else items
-    vocab = vocab_list(category_vocab(events, snapshot, as_of, params.catalogue))
+    vocab = vocab_list(category_vocab(events, snapshot, as_of, params.catalogue, params.windows.longest))
     state = transform_full_state(events, items, as_of, params)
     return transform_features_from_state(state, users, as_of, read_social_degree(spark, cfg, as_of),
-                                         _top_n(cfg, "top_brands", 5), _top_n(cfg, "top_keywords", 10), vocab)
+                                         _top_n(cfg, "top_brands", 5), _top_n(cfg, "top_keywords", 10), vocab,
+                                         windows=params.windows)
 
 
 def previous_state(spark: "SparkSession", cfg: Config, as_of: dt.date,
@@ -504,7 +529,7 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, mode: str | None 
     result.tables.append(TableCount("gold.user_feature_state", written, written))
 
     item_snapshot = latest_snapshot(spark, cfg, "silver.items", run_date)
-    written = replace_dates(category_vocab(events, item_snapshot, run_date, params.catalogue),
+    written = replace_dates(category_vocab(events, item_snapshot, run_date, params.catalogue, params.windows.longest),
                             cfg, "gold.category_vocab", [run_date])
     result.tables.append(TableCount("gold.category_vocab", written, written))
     vocab = vocab_list(read_table(spark, cfg, "gold.category_vocab").where(F.col("as_of_date") == F.lit(run_date)))
@@ -515,7 +540,7 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, mode: str | None 
     users = latest_snapshot(spark, cfg, "silver.users", run_date)
     features = transform_features_from_state(
         stored, users, run_date, read_social_degree(spark, cfg, run_date),
-        _top_n(cfg, "top_brands", 5), _top_n(cfg, "top_keywords", 10), vocab)
+        _top_n(cfg, "top_brands", 5), _top_n(cfg, "top_keywords", 10), vocab, windows=params.windows)
     written = replace_dates(features, cfg, "gold.user_features", [run_date])
     result.tables.append(TableCount("gold.user_features", written, written))
 
@@ -526,7 +551,7 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, mode: str | None 
 
     _delete_old_state(spark, cfg, run_date)
     write_audit(spark, cfg, "features", run_date, result.tables)
-    result.details.update({"mode": used, "requested_mode": mode, "feature_version": FEATURE_VERSION})
+    result.details.update({"mode": used, "requested_mode": mode, "feature_version": feature_version(params.windows)})
     if reason and used != mode:
         result.details["fallback_reason"] = reason
     return result

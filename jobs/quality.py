@@ -26,6 +26,7 @@ from jobs.common.catalog import TableSpec, spec, table_path
 from jobs.common.config import Config, project_root
 from jobs.common.delta import read_table, replace_dates, table_exists
 from jobs.common.errors import ConfigError, PortraitError
+from jobs.common.feature_windows import FeatureWindows
 from jobs.common.step import StepResult
 from jobs.quality_history import (
     ABSENT,
@@ -266,11 +267,30 @@ def suite_tables(root: Path | None = None) -> tuple[str, ...]:
     return tuple(t for t in catalog.TABLES if suite_path(suite_for(t, root), root).is_file())
 
 
-def load_suite(layer_table: str, root: Path | None = None):
+def _follow_windows(data: dict[str, Any], windows: FeatureWindows) -> None:
+    """Rename, in place, the columns a suite names for the default feature windows (`active_days_30d`)
+    to the configured windows' names (meta.columns_follow_windows; jobs/common/feature_windows.py)."""
+    def renamed(kwargs: dict[str, Any]) -> dict[str, Any]:
+        out = dict(kwargs)
+        if isinstance(out.get("column"), str):
+            out["column"] = windows.rename(out["column"])
+        if isinstance(out.get("column_set"), list):
+            out["column_set"] = [windows.rename(c) if isinstance(c, str) else c for c in out["column_set"]]
+        return out
+
+    for item in data.get("expectations", []):
+        item["kwargs"] = renamed(item.get("kwargs") or {})
+    for check in (data.get("meta") or {}).get("spark_checks", []):
+        check["kwargs"] = renamed(check.get("kwargs") or {})
+
+
+def load_suite(layer_table: str, root: Path | None = None, windows: FeatureWindows | None = None):
     """The GX ExpectationSuite of a table, read from expectations/<layer>/<table>.json.
 
     Severities are checked here, so a typo in a suite fails before any data is read; GX's own
-    severity field is set to match (error -> critical, warn -> warning) for its renderers.
+    severity field is set to match (error -> critical, warn -> warning) for its renderers. A suite
+    whose meta says `columns_follow_windows` names window columns as the default feature windows do;
+    with `windows` (features.windows) they are renamed to the configured ones.
     """
     import great_expectations as gx
 
@@ -282,6 +302,8 @@ def load_suite(layer_table: str, root: Path | None = None):
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    if windows is not None and (data.get("meta") or {}).get("columns_follow_windows"):
+        _follow_windows(data, windows)
     for position, item in enumerate(data.get("expectations", [])):
         _check_severity(path, f"expectation {position} ({item.get('type')})", item.get("meta") or {})
         item["severity"] = "warning" if _severity(item.get("meta")) == WARN else "critical"
@@ -328,12 +350,14 @@ def suite_parameters(cfg: Config, run_date: dt.date, spark: "SparkSession | None
     from jobs.clean import AGE_BANDS, EVENT_TYPES, CleanParams
     from jobs.common.catalogue import OTHER, UNKNOWN, CatalogueParams
     from jobs.common.taxonomy import TOP_LEVEL
-    from jobs.features import FEATURE_VERSION
-    from jobs.score import SEGMENT_NAMES
+    from jobs.common.feature_windows import MEDIUM
+    from jobs.features import feature_version
+    from ml.segments import segment_names
     from jobs.sequences import sequence_length
 
     builtin = CatalogueParams.from_config(cfg).builtin
     rating_min, rating_max = CleanParams.from_config(cfg).rating_range
+    windows = FeatureWindows.from_config(cfg)
     day_start = dt.datetime.combine(run_date, dt.time(), tzinfo=dt.timezone.utc)
     collect_reasons = _reasons(COLLECT_REASONS, jobs.collect)
     try:  # the bands the profile configures (privacy.generalise), as clean labels them
@@ -355,16 +379,17 @@ def suite_parameters(cfg: Config, run_date: dt.date, spark: "SparkSession | None
         "taxonomy_size": len(TOP_LEVEL),
         "item_categories": [*TOP_LEVEL, UNKNOWN] if builtin else None,
         "category_vocab_size": _vocab_size(spark, cfg, run_date),
-        "segment_ids": list(SEGMENT_NAMES),
-        "segment_names": list(SEGMENT_NAMES.values()),
+        "segment_ids": list(segment_names(windows)),
+        "segment_names": list(segment_names(windows).values()),
         "age_bands": age_bands,
         # clean.ranges.rating: silver ratings and published averages lie inside it; gold's avg_rating is
         # 0 for a user without ratings, so its floor is 0 where the scale starts above 0.
         "rating_min": rating_min,
         "rating_max": rating_max,
         "avg_rating_min": min(0.0, rating_min),
-        "feature_version": [FEATURE_VERSION],
-        "feature_window_days": int(cfg.get("pipeline.feature_window_days", 90)),
+        "feature_version": [feature_version(windows)],
+        "feature_window_days": windows.longest,            # the longest of features.windows
+        "medium_window_days": windows.role(MEDIUM),        # the behaviour-mix window (30 by default)
         "recommend_k": int(cfg.get("recommend.k")),
         "embedding_dim": int(cfg.get("model.embedding_dim")),
         "sequence_length": sequence_length(cfg),
@@ -1129,7 +1154,7 @@ def validate(spark: "SparkSession", cfg: Config, table: str, run_date: dt.date,
 
     started = time.monotonic()
     table_spec = spec(table)
-    suite = load_suite(suite_for(table, cfg.root), cfg.root)
+    suite = load_suite(suite_for(table, cfg.root), cfg.root, FeatureWindows.from_config(cfg))
     parameters = suite_parameters(cfg, run_date, spark)
     if df is None:
         df = read_table(spark, cfg, table).where(F.col(table_spec.date_column) == F.lit(run_date))

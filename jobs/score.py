@@ -21,7 +21,8 @@ from jobs.common.config import Config
 from jobs.common.delta import read_table, replace_dates
 from jobs.common.errors import ConfigError, InputDataError
 from jobs.common.step import StepResult, TableCount
-from ml.segments import SEGMENT_NAMES, segment_rule
+from jobs.common.feature_windows import LONG, MEDIUM, FeatureWindows
+from ml.segments import SEGMENT_NAMES, segment_names, segment_rule
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -44,29 +45,33 @@ SCORED_SCHEMA = (
 
 
 def transform_profile(features: "DataFrame", scored: "DataFrame", model_version: str,
-                      churn_from_model: bool = True) -> "DataFrame":
+                      churn_from_model: bool = True, *, windows: FeatureWindows) -> "DataFrame":
     """Readable profile columns from the features and the model's outputs.
 
     interest_tags, top_categories, segment (`model_segment`) and churn risk (`model_churn`) come
     from the model's heads. Activity, price band and value are transparent rules on the features
     (docs/features.md). Users the model did not score (none, normally) fall back to the segment
     rules; churn risk falls back to 1 - exp(-recency/7) when the champion's churn head was never
-    trained (`churn_from_model` False: its 30-day window was not observable in the history).
+    trained (`churn_from_model` False: its 30-day window was not observable in the history). The rules
+    read the columns of the medium and long feature windows (`windows`: active_days_30d, n_carts_30d,
+    n_purchases_90d and monetary_90d with the default ones).
     """
     from pyspark.sql import functions as F
 
     f = features.join(scored, "user_key", "left")
-    activity = (F.when(F.col("active_days_30d") >= 10, "high")
-                .when(F.col("active_days_30d") >= 3, "medium")
-                .when(F.col("active_days_30d") >= 1, "low").otherwise("inactive"))
+    active_days = F.col(windows.name("active_days", MEDIUM))
+    activity = (F.when(active_days >= 10, "high")
+                .when(active_days >= 3, "medium")
+                .when(active_days >= 1, "low").otherwise("inactive"))
     # Null, not made up, without purchases or carts to judge by (docs/features.md).
-    price_band = (F.when(F.col("n_purchases_90d") + F.col("n_carts_30d") == 0, F.lit(None).cast("string"))
+    bought_or_carted = F.col(windows.name("n_purchases", LONG)) + F.col(windows.name("n_carts", MEDIUM))
+    price_band = (F.when(bought_or_carted == 0, F.lit(None).cast("string"))
                   .when(F.col("price_index") < 0.8, "budget")
                   .when(F.col("price_index") > 1.25, "premium").otherwise("mid"))
     rule_churn = F.round(1 - F.exp(-F.col("recency_days") / F.lit(7.0)), 4)
     churn = F.coalesce(F.round("model_churn", 4), rule_churn) if churn_from_model else rule_churn
-    segment = F.coalesce(F.col("model_segment"), segment_rule())
-    segment_names = F.create_map(*[F.lit(x) for pair in SEGMENT_NAMES.items() for x in pair])
+    segment = F.coalesce(F.col("model_segment"), segment_rule(windows))
+    names = F.create_map(*[F.lit(x) for pair in segment_names(windows).items() for x in pair])
     return f.select(
         "user_key", "as_of_date", "age_band", "gender", "city",
         F.coalesce("interest_tags", F.array().cast("array<struct<tag:string,score:double>>")).alias("interest_tags"),
@@ -76,9 +81,9 @@ def transform_profile(features: "DataFrame", scored: "DataFrame", model_version:
         activity.alias("activity_level"),
         F.when(F.col("avg_rating") > 0, F.round(F.col("avg_rating"), 2)).alias("avg_rating"),
         segment.alias("segment_id"),
-        F.try_element_at(segment_names, segment).alias("segment_name"),
+        F.try_element_at(names, segment).alias("segment_name"),
         churn.cast("double").alias("churn_risk"),
-        F.round(F.col("monetary_90d"), 2).alias("value_score"),
+        F.round(F.col(windows.name("monetary", LONG)), 2).alias("value_score"),
         "user_embedding",
         F.lit(model_version).alias("model_version"),
         "feature_version",
@@ -330,7 +335,8 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date) -> StepResult:
     scored = scored.cache()
 
     result = StepResult("score", run_date)
-    profile = transform_profile(features, scored.drop("candidates"), version, scorer.spec.churn_trained)
+    profile = transform_profile(features, scored.drop("candidates"), version, scorer.spec.churn_trained,
+                                windows=FeatureWindows.from_config(cfg))
     written = replace_dates(profile, cfg, "staging.user_profile", [run_date])
     result.tables.append(TableCount("staging.user_profile", users_in, written))
 

@@ -5,7 +5,7 @@ A row of gold.user_sequences holds, for one user and one as_of_date, parallel ar
 previous interaction, 0 for the first one ever seen), plus their length. Point in time, as in
 jobs.features: only events dated on or before the as-of date that had landed by then (`landed_date`,
 where silver has it) count. Events without an item (searches) are not interactions and are left
-out; so are events older than `pipeline.feature_window_days`.
+out; so are events older than the longest feature window (`features.windows`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from jobs.common.audit import write_audit
 from jobs.common.config import Config
 from jobs.common.delta import read_table, replace_dates, table_exists
 from jobs.common.errors import ConfigError
+from jobs.common.feature_windows import FeatureWindows
 from jobs.common.step import StepResult, TableCount
 
 if TYPE_CHECKING:
@@ -40,7 +41,8 @@ def sequence_length(cfg: Config) -> int:
 def transform_user_sequences(
     events: "DataFrame", items: "DataFrame", as_of: dt.date, max_length: int, window_days: int = 90
 ) -> "DataFrame":
-    """One row per user with at least one item interaction in the window ending at `as_of`.
+    """One row per user with at least one item interaction in the window ending at `as_of`
+    (`window_days`: the longest feature window, so that a user with features has a sequence).
 
     The order is (ts, event_id), so reruns agree when two events share a second. Gaps are measured
     over the whole window before truncating, so keeping the last N never changes a kept gap.
@@ -92,7 +94,7 @@ def build_user_sequences(spark: "SparkSession", cfg: Config, as_of: dt.date,
     events = read_table(spark, cfg, "silver.events") if events is None else events
     items = latest_snapshot(spark, cfg, "silver.items", as_of) if items is None else items
     return transform_user_sequences(
-        events, items, as_of, sequence_length(cfg), int(cfg.get("pipeline.feature_window_days", 90))
+        events, items, as_of, sequence_length(cfg), FeatureWindows.from_config(cfg).longest
     )
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from jobs.common.config import Config
 from jobs.common.errors import ConfigError, InputDataError
+from jobs.common.feature_windows import FeatureWindows
 from jobs.common.taxonomy import TOP_LEVEL
 from ml.segments import SEGMENTS
 
@@ -191,7 +192,8 @@ def transform_bought(events: "DataFrame", as_of: dt.date) -> "DataFrame":
 def transform_examples(features: "DataFrame", sequences: "DataFrame", events: "DataFrame", items: "DataFrame",
                        future_features: "DataFrame | None", as_of: dt.date, horizon_days: int,
                        churn_horizon_days: int, last_day: dt.date, tags: Sequence[str] | None = None,
-                       churn_on: Sequence[str] = ("purchase",), churn_observable: bool = True) -> "DataFrame":
+                       churn_on: Sequence[str] = ("purchase",), churn_observable: bool = True,
+                       *, windows: FeatureWindows) -> "DataFrame":
     """One row per user in `features` (as of `as_of`): features, sequence arrays, labels, bought items.
 
     - tag_labels: array<float> over `tags` (the model's, ModelSpec.tags; default the builtin top level),
@@ -235,7 +237,7 @@ def transform_examples(features: "DataFrame", sequences: "DataFrame", events: "D
            .join(positives, "user_key", "left").join(bought_later, "user_key", "left")
            .join(transform_bought(events, as_of), "user_key", "left").join(seen, "user_key", "left"))
     if future_features is not None:
-        out = out.join(future_features.select("user_key", segment_index().alias("segment_label")), "user_key", "left")
+        out = out.join(future_features.select("user_key", segment_index(windows).alias("segment_label")), "user_key", "left")
     else:
         out = out.withColumn("segment_label", F.lit(None).cast("int"))
     labels = ("tag_labels", "positives", "_bought_later", "segment_label", "bought", "known")
@@ -303,7 +305,8 @@ def vocab_as_of(spark: "SparkSession", cfg: Config, as_of: dt.date) -> list[str]
     except InputDataError:  # not written (or empty): computed as the features step would
         events = read_table(spark, cfg, "silver.events")
         items = latest_snapshot(spark, cfg, "silver.items", as_of)
-        return vocab_list(category_vocab(events, items, as_of, feature_params(cfg).catalogue))
+        params = feature_params(cfg)
+        return vocab_list(category_vocab(events, items, as_of, params.catalogue, params.windows.longest))
 
 
 def missing_dates(spark: "SparkSession", cfg: Config, name: str, dates: Sequence[dt.date]) -> list[dt.date]:
@@ -324,12 +327,13 @@ def _stale_dates(spark: "SparkSession", cfg: Config, dates: Sequence[dt.date]) -
     from pyspark.sql import functions as F
 
     from jobs.common.delta import read_table, table_exists
-    from jobs.features import FEATURE_VERSION
+    from jobs.features import feature_version
 
     if not table_exists(spark, cfg, "gold.user_features"):
         return []
+    version = feature_version(FeatureWindows.from_config(cfg))
     versions = read_table(spark, cfg, "gold.user_features").where(F.col("as_of_date").isin(*dates)).groupBy(
-        "as_of_date").agg(F.max(F.col("feature_version") == F.lit(FEATURE_VERSION)).alias("current")).collect()
+        "as_of_date").agg(F.max(F.col("feature_version") == F.lit(version)).alias("current")).collect()
     return sorted(r["as_of_date"] for r in versions if not r["current"])
 
 
@@ -370,12 +374,14 @@ def user_features_as_of(spark: "SparkSession", cfg: Config, as_of: dt.date) -> "
     from pyspark.sql import functions as F
 
     from jobs.common.delta import read_table, table_exists
-    from jobs.features import FEATURE_VERSION, build_user_features
+    from jobs.features import build_user_features, feature_version
 
     if table_exists(spark, cfg, "gold.user_features"):
-        # Rows of an older feature version have their arrays over another list (the builtin taxonomy).
+        # Rows of an older feature version have their arrays over another list (the builtin taxonomy),
+        # rows of other windows other columns.
+        version = feature_version(FeatureWindows.from_config(cfg))
         stored = read_table(spark, cfg, "gold.user_features").where(
-            (F.col("as_of_date") == F.lit(as_of)) & (F.col("feature_version") == F.lit(FEATURE_VERSION)))
+            (F.col("as_of_date") == F.lit(as_of)) & (F.col("feature_version") == F.lit(version)))
         if stored.limit(1).count():
             return stored
     return build_user_features(spark, cfg, as_of)
@@ -491,7 +497,8 @@ def write_snapshot(spark: "SparkSession", cfg: Config, plan: SplitPlan, root: st
         future_day = as_of + dt.timedelta(days=plan.horizon_days)
         examples = transform_examples(
             _only(features(as_of), users), sequences_as_of(spark, cfg, as_of), events, newest_items, features(future_day),
-            as_of, plan.horizon_days, plan.churn_horizon_days, plan.run_date, tags, churn_on, churn_observable)
+            as_of, plan.horizon_days, plan.churn_horizon_days, plan.run_date, tags, churn_on, churn_observable,
+            windows=FeatureWindows.from_config(cfg))
         examples = examples.drop("as_of_date").repartition(max(1, int(spark.conf.get("spark.sql.shuffle.partitions"))), "user_key")
         examples.sortWithinPartitions("user_key").write.mode("overwrite").options(**writer_options).parquet(
             snapshot.example_dir(as_of))
@@ -822,11 +829,11 @@ def load_items(snapshot_files: dict[dt.date, list[str]], spec: "ModelSpec") -> d
 
 # --- building the spec from the training split ----------------------------------------------------
 
-def _feature_lists(tags: Sequence[str]) -> tuple[list[str], list[str]]:
+def _feature_lists(tags: Sequence[str], windows: FeatureWindows) -> tuple[list[str], list[str]]:
     """(numeric, categorical) user feature names, read from jobs.features at run time; one affinity per tag."""
     import jobs.features as features
 
-    numeric = list(features.NUMERIC_FEATURES)
+    numeric = list(features.numeric_features(windows))
     numeric += [f"affinity_{t}" for t in tags]
     categorical = list(getattr(features, "CATEGORICAL_FEATURES", ("age_band", "gender", "city")))
     return list(dict.fromkeys(numeric)), categorical
@@ -897,7 +904,7 @@ def build_spec(cfg: Config, train_files: Sequence[str], item_files: Sequence[str
     sample = read_table(train_files, max_rows=int(cfg.get("model.spec_sample_rows", 50_000)))
     if sample.num_rows == 0:
         raise InputDataError(f"the training split of {plan.run_date} ({', '.join(map(str, plan.train_as_of))}) has no rows")
-    numeric_names, categorical_names = _feature_lists(tags)
+    numeric_names, categorical_names = _feature_lists(tags, FeatureWindows.from_config(cfg))
     numeric = [n for n in numeric_names if n in sample.column_names and _is_numeric(sample.schema.field(n).type)]
     if not numeric:
         raise InputDataError(f"the training snapshot has none of the numeric features {numeric_names[:5]}...; "

@@ -53,8 +53,9 @@ BASELINES = ("popularity", "cooccurrence", "als")
 
 def retrain_needed(cfg: Config, run_date: dt.date, retrain: str) -> tuple[bool, str]:
     """(train now?, why). auto: when there is no champion, it is older than model.retrain_every_days,
-    or it was trained on another feature version; always / never: as they say."""
-    from jobs.features import FEATURE_VERSION
+    or it was trained on another feature version (windows included); always / never: as they say."""
+    from jobs.common.feature_windows import FeatureWindows
+    from jobs.features import feature_version
     from ml.registry import champion_run
 
     if retrain not in RETRAIN_CHOICES:
@@ -70,9 +71,10 @@ def retrain_needed(cfg: Config, run_date: dt.date, retrain: str) -> tuple[bool, 
     params = run.data.params
     if retrain == "never":
         return False, f"retrain=never: reusing champion version {version.version}"
-    if params.get("feature_version", FEATURE_VERSION) != FEATURE_VERSION:
+    current = feature_version(FeatureWindows.from_config(cfg))
+    if params.get("feature_version", current) != current:
         return True, (f"champion version {version.version} was trained on feature version "
-                      f"{params.get('feature_version')}, the features are now version {FEATURE_VERSION}")
+                      f"{params.get('feature_version')}, the features are now version {current}")
     every = int(cfg.get("model.retrain_every_days", 7))
     trained_for = dt.date.fromisoformat(params["run_date"]) if "run_date" in params else None
     if trained_for is None:
@@ -406,18 +408,20 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
                        extra_params: dict[str, Any] | None = None) -> TrainOutcome:
     import mlflow
 
-    from jobs.features import FEATURE_VERSION
+    from jobs.common.feature_windows import FeatureWindows
+    from jobs.features import feature_version
     from ml.devices import detect
     from ml.model import ModelParams
     from ml.registry import champion_run, configure_mlflow, decide
     from ml.score import Scorer, load_scorer
 
     plan = snapshot.plan
+    version_of_features = feature_version(FeatureWindows.from_config(cfg))
     k = int(cfg.get("recommend.k", 10))
     device = detect(cfg)
     device.apply_precision()
     spec = build_spec(cfg, snapshot.files(plan.train_as_of), snapshot.files(plan.as_of_dates(), "items"), plan,
-                      FEATURE_VERSION, snapshot.tags)
+                      version_of_features, snapshot.tags)
     items = load_items({d: snapshot.files([d], "items") for d in plan.as_of_dates()}, spec)
     validation = load_holdout(snapshot, int(cfg.get("model.eval_max_users", 50_000)), split="validation")
     max_epochs = int(cfg.get("model.epochs", 8))
@@ -454,7 +458,7 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
                       {n: b for n, b in baselines.items() if n in _gated_baselines(cfg)}, champion_note=note)
 
     with mlflow.start_run(run_name=f"profile-{run_date}") as active:
-        params = {**ModelParams.from_config(cfg).to_params(), **_flat_params(cfg), "run_date": run_date.isoformat(), "feature_version": FEATURE_VERSION,
+        params = {**ModelParams.from_config(cfg).to_params(), **_flat_params(cfg), "run_date": run_date.isoformat(), "feature_version": version_of_features,
                   "device": device.describe(), "k": k, "best_epoch": selection.best_epoch,
                   "train_rows": selection.stats.rows, "refit_rows": final.stats.rows,
                   "holdout_users": len(holdout.truth), "churn_trained": spec.churn_trained,

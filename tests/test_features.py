@@ -6,19 +6,23 @@ from pathlib import Path
 import pytest
 
 from jobs.common.errors import ConfigError, InputDataError
+from jobs.common.feature_windows import FeatureWindows
 from jobs.common.taxonomy import TOP_LEVEL
 from jobs.content import sentiment
 from jobs.feature_state import (
-    MAP_SPECS, FeatureParams, snapshot_for_days, state_columns, transform_full_state, transform_incremental_state,
+    MAP_NAMES, FeatureParams, snapshot_for_days, state_columns, transform_full_state, transform_incremental_state,
 )
 from jobs.features import (
-    NUMERIC_FEATURES, USER_FEATURE_COLUMNS, transform_features_from_state, transform_item_features,
-    transform_social_degree, transform_user_features,
+    numeric_features, transform_features_from_state, transform_item_features, transform_social_degree,
+    transform_user_features, user_feature_columns,
 )
 
 pytestmark = pytest.mark.spark
 D = dt.date(2026, 11, 14)
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "features.md"
+DEFAULT = FeatureWindows()
+NUMERIC_FEATURES = numeric_features(DEFAULT)
+USER_FEATURE_COLUMNS = user_feature_columns(DEFAULT)
 EVENTS = "user_key string, event_type string, item_id string, price double, quantity long, rating long, event_date date"
 RICH = ("user_key string, session_id string, event_type string, item_id string, ts timestamp, price double, "
         "quantity long, query string, review_text string, rating long, device string, channel string, "
@@ -252,8 +256,6 @@ def test_bad_inputs_fail_with_a_clear_message(spark):
         transform_user_features(events.drop("user_key"), users, items, D)
     with pytest.raises(InputDataError, match="items .* lack column.*category"):
         transform_user_features(events, users, items.drop("category"), D).collect()
-    with pytest.raises(ConfigError, match="window_days must be 90"):
-        transform_user_features(events, users, items, D, window_days=60)
     with pytest.raises(ValueError, match="half-life"):
         FeatureParams(half_life_days=0)
 
@@ -328,14 +330,14 @@ def _state_rows(frame):
     return {r["user_key"]: r.asDict() for r in frame.collect()}
 
 
-def _assert_states_equal(incremental, full, day):
+def _assert_states_equal(incremental, full, day, windows=DEFAULT):
     assert set(incremental) == set(full), f"users differ on {day}"
     for user, want in full.items():
         got = incremental[user]
-        for name in state_columns():
+        for name in state_columns(windows):
             assert got[name] == pytest.approx(want[name], rel=1e-9, abs=1e-9), f"{name} of {user} on {day}"
         assert (got["last_event_date"], got["last_purchase_date"]) == (want["last_event_date"], want["last_purchase_date"])
-        for name in MAP_SPECS:
+        for name in MAP_NAMES:
             assert set(got[name]) == set(want[name]), f"keys of {name} of {user} on {day}"
             for key, value in want[name].items():
                 assert got[name][key] == pytest.approx(value, rel=1e-9), f"{name}[{key}] of {user} on {day}"
@@ -372,6 +374,85 @@ def test_incremental_equals_full_over_several_days(spark):
         events, items, previous.where("user_key <> 'u1'"), last, params))
     assert tampered["u2"]["n_events__90"] == full_rows["u2"]["n_events__90"]
     assert tampered.get("u1", {}).get("n_events__90", 0) < full_rows["u1"]["n_events__90"]
+
+
+# --- configured windows ---------------------------------------------------------------------------------
+
+WINDOWED = EVENTS + ", landed_date date"
+
+
+def test_custom_windows_count_each_event_in_the_windows_it_falls_in(spark):
+    """Windows [2, 5]: an event `age` days before the date counts in a w-day window when age < w."""
+    windows = FeatureWindows.parse([5, 2])
+    tomorrow = D + dt.timedelta(days=1)
+
+    def event(user, kind, age, landed_age=None, price=None):
+        day = D - dt.timedelta(days=age)
+        return (user, kind, "i1", price, None, None, day, D - dt.timedelta(days=age if landed_age is None else landed_age))
+
+    events = spark.createDataFrame([
+        event("u1", "view", 0),
+        event("u1", "purchase", 1, price=10.0),
+        event("u1", "view", 2),              # on the 2-day window's edge: outside it, inside the 5-day one
+        event("u1", "add_to_cart", 4),
+        event("u1", "view", 5),              # on the 5-day window's edge: outside every window
+        event("u1", "purchase", 1, landed_age=-1, price=30.0),  # dated D-1, landed tomorrow: unknown at D
+        event("u1", "view", -1),             # tomorrow
+        event("u2", "view", 5),              # only on the edge: no state, the defaults
+    ], WINDOWED)
+    users = spark.createDataFrame([("u1", "25-34", "F", "x", "Hangzhou", None), ("u2", "35-44", "M", "y", "Wuhan", None)],
+                                  USERS)
+    items = spark.createDataFrame([("i1", "electronics", "Sony", 10.0)], ITEMS)
+    params = FeatureParams(windows=windows)
+    frame = transform_user_features(events, users, items, D, params=params)
+    assert tuple(frame.columns) == user_feature_columns(windows)
+    assert not {"n_events_7d", "n_events_30d", "monetary_90d"} & set(frame.columns)
+    rows = {r["user_key"]: r for r in frame.collect()}
+    u1, u2 = rows["u1"], rows["u2"]
+    assert (u1["n_events_2d"], u1["n_events_5d"], u1["n_views_2d"], u1["n_views_5d"]) == (2, 4, 1, 2)
+    assert (u1["n_purchases_2d"], u1["n_purchases_5d"], u1["n_carts_2d"], u1["n_carts_5d"]) == (1, 1, 0, 1)
+    assert (u1["active_days_2d"], u1["active_days_5d"], u1["recency_days"], u1["purchase_recency_days"]) == (2, 4, 0, 1)
+    assert (u1["conversion_2d"], u1["conversion_5d"], u1["cart_rate_5d"], u1["monetary_5d"]) == (1.0, 0.5, 0.5, 10.0)
+    assert u1["feature_version"] == "3+windows=2/5"
+    # Idle in every window: zeros, and recency capped at the longest window.
+    assert (u2["n_events_5d"], u2["recency_days"], u2["purchase_recency_days"], u2["price_index"]) == (0, 5, 5, 1.0)
+
+    # A day later the edges move: D-1 leaves the 2-day window, D-4 the 5-day one; the late purchase now counts.
+    later = {r["user_key"]: r for r in transform_user_features(events, users, items, tomorrow, params=params).collect()}
+    assert (later["u1"]["n_events_2d"], later["u1"]["n_events_5d"], later["u1"]["n_purchases_5d"]) == (2, 5, 2)
+    assert later["u1"]["monetary_5d"] == 40.0
+
+
+def test_the_windows_are_part_of_the_state_fingerprint():
+    default = FeatureParams().fingerprint()
+    assert "windows" not in default  # states written before the setting existed are continued
+    assert FeatureParams(windows=FeatureWindows((2, 5))).fingerprint() == default + ";windows=2/5"
+
+
+def test_incremental_equals_full_with_custom_windows(spark):
+    """Windows 1, 3, 5 and 12 days over three incremental days: late landings and days leaving each window."""
+    windows = FeatureWindows((1, 3, 5, 12))
+    first, chain = START - dt.timedelta(days=1), 3
+    events = spark.createDataFrame(random_history(), RICH).cache()
+    items = spark.createDataFrame(
+        [(f"i{i}", cat, brand, price) for i, cat, brand, price in (
+            (1, "electronics", "Sony", 100.0), (2, "electronics", "Anker", 200.0), (3, "beauty", "Proya", 50.0),
+            (4, "beauty", "Dior", 80.0), (5, "shoes_bags", "Nike", 300.0), (6, "pets", "Petkit", 60.0))], ITEMS)
+    params = FeatureParams(half_life_days=3.0, windows=windows)
+    # Checkpointed as the step's Delta write would: a state's plan holds the previous one twice.
+    state = transform_full_state(events, items, first, params).localCheckpoint()
+    assert set(state.columns) >= {"n_events__12", "active__3", "active__5", "n_sessions__3", "spend__12"}
+    assert not {"n_events__90", "n_events__30"} & set(state.columns)
+    for offset in range(1, chain + 1):
+        day = first + dt.timedelta(days=offset)
+        incremental = transform_incremental_state(events, items, state, day, params).localCheckpoint()
+        full = _state_rows(transform_full_state(events, items, day, params))
+        _assert_states_equal(_state_rows(incremental), full, day, windows)
+        state = incremental
+    last = first + dt.timedelta(days=chain)
+    late = events.where((events.landed_date > events.event_date) & (events.landed_date > first) & (events.landed_date <= last))
+    assert late.count() > 0
+    assert events.where(events.event_date == last - dt.timedelta(days=12)).count() > 0
 
 
 # --- the step on a lakehouse --------------------------------------------------------------------------

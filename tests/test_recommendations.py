@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 
 from jobs.common.errors import ConfigError
+from jobs.common.feature_windows import FeatureWindows
 from jobs.score import candidate_sources
 
 D = dt.date(2026, 11, 14)
@@ -68,7 +69,8 @@ def test_profile_takes_segment_and_churn_from_the_model(spark):
          ("b", D, "35-44", "M", "Beijing", 0.0, 0.0, 0.0, 1.0, 14.0, 0.0, 0.0, 0.0, "2")], FEATURES)
     scored = spark.createDataFrame(
         [("a", [("beauty", 0.9)], ["beauty"], "premium_shopper", 0.25, [0.5, 0.5], [])], SCORED_SCHEMA)
-    rows = {r["user_key"]: r for r in transform_profile(features, scored.drop("candidates"), "7").collect()}
+    rows = {r["user_key"]: r for r in transform_profile(features, scored.drop("candidates"), "7",
+                                                             windows=FeatureWindows()).collect()}
     a, b = rows["a"], rows["b"]
     assert (a["segment_id"], a["churn_risk"], a["activity_level"], a["price_band"]) == (
         "premium_shopper", 0.25, "high", "budget")
@@ -78,7 +80,8 @@ def test_profile_takes_segment_and_churn_from_the_model(spark):
     assert (b["segment_id"], b["churn_risk"], b["interest_tags"]) == ("dormant", pytest.approx(0.8647, abs=1e-4), [])
     assert b["price_band"] is None  # nothing bought or carted: no band, rather than a made-up 'unknown
     untrained = {r["user_key"]: r for r in transform_profile(features, scored.drop("candidates"), "7",
-                                                             churn_from_model=False).collect()}
+                                                             churn_from_model=False,
+                                                             windows=FeatureWindows()).collect()}
     assert untrained["a"]["churn_risk"] == 0.0   # recency 0: the rule, not the untrained head
 
 

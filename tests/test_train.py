@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from jobs.common.errors import ConfigError, InputDataError, PortraitError
+from jobs.common.feature_windows import FeatureWindows
 from ml.registry import CHALLENGER, CHAMPION, configure_mlflow
 from tests.conftest import make_config
 
@@ -240,7 +241,7 @@ def test_examples_and_labels_by_hand(spark):
                                       "event_types array<string>, gaps array<long>")
     rows = {r["user_key"]: r.asDict() for r in transform_examples(
         features, sequences, events, items, future, t, horizon_days=2, churn_horizon_days=3,
-        last_day=day(3)).collect()}
+        last_day=day(3), windows=FeatureWindows()).collect()}
     a, b, c = rows["a"], rows["b"], rows["c"]
     from jobs.common.taxonomy import TOP_LEVEL
 
@@ -254,7 +255,7 @@ def test_examples_and_labels_by_hand(spark):
     assert b["seq_item_ids"] is None
     assert (c["positives"], c["churn_label"], c["known"], c["segment_label"]) == ([], 0.0, False, -1)
     with pytest.raises(ValueError, match="after the last day"):
-        transform_examples(features, sequences, events, items, future, t, 2, 3, last_day=day(1))
+        transform_examples(features, sequences, events, items, future, t, 2, 3, last_day=day(1), windows=FeatureWindows())
 
     # A shop's own tags: each of an item's categories counts, one outside the tags counts as `other`;
     # churn on ratings; a label about an event the data never holds is masked (churn_until null).
@@ -263,11 +264,11 @@ def test_examples_and_labels_by_hand(spark):
     rated = events.unionByName(spark.createDataFrame([("c", "rating", "i1", day(1))], events.schema))
     own = {r["user_key"]: r.asDict() for r in transform_examples(
         features, sequences, rated, genres, future, t, 2, 3, day(3), tags=["drama", "thriller", "other"],
-        churn_on=["rating"]).collect()}
+        churn_on=["rating"], windows=FeatureWindows()).collect()}
     assert own["a"]["tag_labels"] == [1.0, 1.0, 1.0] and own["c"]["tag_labels"] == [1.0, 0.0, 0.0]
     assert (own["a"]["churn_label"], own["c"]["churn_label"], own["c"]["churn_until"]) == (1.0, 0.0, day(3))
     masked = transform_examples(features, sequences, events, genres, future, t, 2, 3, day(3), tags=["drama"],
-                                churn_on=["rating"], churn_observable=False).collect()
+                                churn_on=["rating"], churn_observable=False, windows=FeatureWindows()).collect()
     assert [r["churn_until"] for r in masked] == [None, None, None]
 
 
