@@ -111,7 +111,10 @@ def test_feature_report_step_on_a_tiny_lakehouse(spark, tmp_path):
 
     result = feature_report.run(spark, cfg, run_date)  # gold.user_features is missing: recomputed for as_of
     report = read_table(spark, cfg, "ops.feature_report").toPandas().set_index("feature")
-    from jobs.features import NUMERIC_FEATURES
+    from jobs.common.feature_windows import FeatureWindows
+    from jobs.features import numeric_features
+
+    NUMERIC_FEATURES = numeric_features(FeatureWindows.from_config(cfg))
 
     # Affinities over the catalogue's own categories (gold.category_vocab): no column for a category
     # without items, such as the builtin taxonomy's pets.
