@@ -2,7 +2,8 @@
 
 import pytest
 
-from jobs.features import NUMERIC_FEATURES
+from jobs.common.feature_windows import FeatureWindows
+from jobs.features import numeric_features
 from tests.test_features import D, _write_silver, days_before, rich, rich_frame, rich_frames  # noqa: F401 (fixtures)
 
 
@@ -27,7 +28,7 @@ def test_training_backfill_writes_only_the_dates_it_needs(spark, tmp_path, rich)
     assert set(modes) == set(wanted)
     stored = {r["user_key"]: r.asDict() for r in
               read_table(spark, cfg, "gold.user_features").where(f"as_of_date = DATE'{D}'").collect()}
-    for name in NUMERIC_FEATURES:   # D continued from D-1's state = D from its full window (the rich fixture)
+    for name in numeric_features(FeatureWindows.from_config(cfg)):   # D continued from D-1's state = D from its full window (the rich fixture)
         want = 0.0 if name == "social_degree" else rich["c"][name]
         assert stored["c"][name] == pytest.approx(want, rel=1e-9, abs=1e-12), name
 
