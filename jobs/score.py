@@ -155,6 +155,17 @@ def _strings(column, length: int) -> np.ndarray:
     return out
 
 
+def _consumed_positions(users: "pa.Table", item_ids) -> list[np.ndarray] | None:
+    """Each user's consumed items (the `consumed_item_ids` column user_rows joins in) as positions in
+    `item_ids`, for top_items to pass over: a user who rated most of their nearest items still gets a full
+    list of candidates. None without the column."""
+    if "consumed_item_ids" not in users.column_names:
+        return None
+    position = {item: i for i, item in enumerate(item_ids)}
+    return [np.fromiter((position[i] for i in (consumed or ()) if i in position), dtype=np.int64)
+            for consumed in users.column("consumed_item_ids").to_pylist()]
+
+
 def score_batch(scorer: "Scorer", users: "pa.Table", item_table, item_categories: np.ndarray,
                 item_vectors: np.ndarray, n_candidates: int, neighbours=None) -> "pa.Table":
     """Model outputs and embedding candidates for one batch of gold rows, as an Arrow table (SCORED_SCHEMA).
@@ -173,7 +184,8 @@ def score_batch(scorer: "Scorer", users: "pa.Table", item_table, item_categories
     dim = scores.embeddings.shape[1] - 1          # the last component is the constant 1 of the bias trick
     order = np.argsort(-scores.tag_scores, axis=1, kind="stable")
     history = scores.history(item_table, neighbours)
-    top, raw = top_items(scores.embeddings, item_vectors, n_candidates, history=history)
+    top, raw = top_items(scores.embeddings, item_vectors, n_candidates, history=history,
+                         excluded=_consumed_positions(users, item_ids))
     relative = relative_scores(raw)
     tags = np.asarray(spec.tags, dtype=object)
     item_array = np.asarray(item_ids, dtype=object)
@@ -331,7 +343,14 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date) -> StepResult:
         raise InputDataError(f"gold.item_features has no rows for {run_date}; run the features step for that date")
     scorer = load_champion(cfg)
     version = scorer.version
-    scored, users_in = score_users(spark, cfg, scorer, champion_uri(cfg), user_rows(spark, cfg, run_date, scorer.spec.tags), items)
+    look_back = run_date - dt.timedelta(days=int(cfg.get("recommend.exclude_bought_days")))
+    consumed = transform_consumed(read_table(spark, cfg, "silver.events"), consumed_event_types(cfg),
+                                  look_back, run_date).cache()
+    # Candidates are drawn past the consumed items, so that the re-ranker's exclusion leaves k of them.
+    users = user_rows(spark, cfg, run_date, scorer.spec.tags).join(
+        consumed.groupBy("user_key").agg(F.sort_array(F.collect_set("item_id")).alias("consumed_item_ids")),
+        "user_key", "left")
+    scored, users_in = score_users(spark, cfg, scorer, champion_uri(cfg), users, items)
     scored = scored.cache()
 
     result = StepResult("score", run_date)
@@ -342,9 +361,6 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date) -> StepResult:
 
     candidates = scored.select("user_key", F.explode("candidates").alias("c")).select(
         "user_key", "c.item_id", "c.score", "c.source", "c.evidence")
-    look_back = run_date - dt.timedelta(days=int(cfg.get("recommend.exclude_bought_days")))
-    consumed = transform_consumed(read_table(spark, cfg, "silver.events"), consumed_event_types(cfg),
-                                  look_back, run_date)
     available = F.col("available") if "available" in item_features.columns else F.lit(True)
     catalogue = item_features.select("item_id", "category", "brand", "price", available.alias("available"))
     recs = rerank(candidates, consumed, catalogue, **settings(cfg))
@@ -353,6 +369,7 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date) -> StepResult:
     written = replace_dates(recs, cfg, "staging.recommendations", [run_date])
     result.tables.append(TableCount("staging.recommendations", written, written))
     scored.unpersist()
+    consumed.unpersist()
     write_audit(spark, cfg, "score", run_date, result.tables)
     result.details.update({"model_version": version, "users": users_in})
     return result

@@ -141,6 +141,44 @@ def test_gold_rows_through_the_model_to_reranked_recommendations(spark, tmp_path
 
 
 @pytest.mark.spark
+def test_candidates_are_drawn_past_the_users_consumed_items(spark, tmp_path):
+    """A rater who consumed most of their nearest items still gets a full candidate list (MovieLens: raters
+    of 100+ films got 4 and 8 of 10): consumed_item_ids are passed over before the top n are taken."""
+    from jobs.score import score_users
+    from ml.model import ModelParams, build_models
+    from ml.score import Scorer
+    from tests.conftest import make_config
+    from tests.test_model import tiny_spec
+
+    spec = tiny_spec(numeric_features=["n_events_30d"], log_features=[], sequence_item_features=["price"])
+    models = build_models(spec, ModelParams(embedding_dim=8, history_code_dim=4, hidden_units=8,
+                                            item_embedding_dim=4, gru_units=4))
+    scorer = Scorer(models.profile, models.item, spec, "3")
+    schema = ("user_key string, n_events_30d double, gender string, seq_item_ids array<string>, "
+              "seq_categories array<string>, seq_event_types array<string>, seq_gaps array<long>")
+    rows = [("a", 3.0, "F", ["i1", "i2"], ["pets", "beauty"], ["rating", "rating"], [0, 60]),
+            ("b", 0.0, "M", None, None, None, None)]
+    items = pa.table({"item_id": [f"i{n}" for n in range(1, 7)], "category": ["pets", "beauty"] * 3,
+                      "brand": ["acme"] * 6, "price": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]})
+    cfg = make_config(tmp_path, PORTRAIT__RECOMMEND__CANDIDATES="3")
+    plain, _ = score_users(spark, cfg, scorer, "unused", spark.createDataFrame(rows, schema), items)
+    nearest = {r["user_key"]: [c["item_id"] for c in r["candidates"]] for r in plain.collect()}
+
+    consumed = [nearest["a"][:2] + ["i9"], None]   # a consumed its two nearest (and an item no longer sold)
+    users = spark.createDataFrame([r + (c,) for r, c in zip(rows, consumed)], schema + ", consumed_item_ids array<string>")
+    scored, _ = score_users(spark, cfg, scorer, "unused", users, items)
+    got = {r["user_key"]: [c["item_id"] for c in r["candidates"]] for r in scored.collect()}
+    assert len(got["a"]) == 3 and not set(got["a"]) & set(nearest["a"][:2])
+    assert got["a"][0] == nearest["a"][2]           # the next nearest moves up
+    assert got["b"] == nearest["b"]                 # nothing consumed: the same list
+
+    everything = spark.createDataFrame([rows[0] + ([f"i{n}" for n in range(1, 6)],)],
+                                       schema + ", consumed_item_ids array<string>")
+    last, _ = score_users(spark, cfg, scorer, "unused", everything, items)
+    assert [c["item_id"] for c in last.collect()[0]["candidates"]] == ["i6"]   # fewer eligible than asked: all of them
+
+
+@pytest.mark.spark
 def test_the_distributed_path_scores_with_the_same_neighbour_term_as_the_driver(spark, tmp_path):
     """score_users over mapInArrow (neighbours by Spark) gives the driver's candidates (neighbours by numpy)."""
     import mlflow.pyfunc
