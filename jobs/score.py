@@ -327,6 +327,19 @@ def transform_consumed(events: "DataFrame", event_types: tuple[str, ...], after:
     ).select("user_key", "item_id").distinct()
 
 
+def _check_feature_version(features: "DataFrame", cfg: Config, run_date: dt.date) -> None:
+    """Gold features of other windows have other columns: say so, instead of a missing-column error."""
+    from jobs.common.feature_windows import FeatureWindows
+    from jobs.features import feature_version
+
+    wanted = feature_version(FeatureWindows.from_config(cfg))
+    found = sorted({r["feature_version"] for r in features.select("feature_version").distinct().collect()})
+    if found != [wanted]:
+        raise InputDataError(
+            f"gold.user_features of {run_date} has feature version {', '.join(found)}, but the settings "
+            f"(features.windows) give {wanted}; run the features step for {run_date} again")
+
+
 def run(spark: "SparkSession", cfg: Config, run_date: dt.date) -> StepResult:
     from pyspark.sql import functions as F
 
@@ -337,6 +350,7 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date) -> StepResult:
     features = read_table(spark, cfg, "gold.user_features").where(F.col("as_of_date") == F.lit(run_date))
     if not features.limit(1).count():
         raise InputDataError(f"gold.user_features has no rows for {run_date}; run the features step for that date")
+    _check_feature_version(features, cfg, run_date)
     item_features = read_table(spark, cfg, "gold.item_features").where(F.col("as_of_date") == F.lit(run_date))
     items = item_features.drop("as_of_date").toArrow()
     if items.num_rows == 0:

@@ -261,3 +261,17 @@ def test_consumed_items_of_every_configured_type_never_come_back(spark, tmp_path
         consumed_event_types(typo)
     with pytest.raises(ConfigError, match="must be a list"):
         consumed_event_types(make_config(tmp_path, PORTRAIT__RECOMMEND__CONSUMED_EVENT_TYPES="purchase"))
+
+
+@pytest.mark.spark
+def test_score_refuses_gold_features_of_other_windows_by_name(spark, tmp_path):
+    from jobs.common.errors import InputDataError
+    from jobs.score import _check_feature_version
+    from tests.conftest import make_config
+
+    features = spark.createDataFrame([("a", "3"), ("b", "3")], "user_key string, feature_version string")
+    _check_feature_version(features, make_config(tmp_path), D)          # the default windows: version 3
+    other = make_config(tmp_path, PORTRAIT__FEATURES__WINDOWS="[7, 30, 365]")
+    with pytest.raises(InputDataError, match=rf"gold.user_features of {D} has feature version 3, but the settings "
+                                             r"\(features.windows\) give 3\+windows=.*run the features step"):
+        _check_feature_version(features, other, D)
