@@ -7,7 +7,9 @@ previous good day. The run for day D starts when D is over (a daily data interva
 Trigger form: `collect_days` or `reload_from` (the range collect and clean reload), `retrain`
 (auto | always | never), `sample_users` (train on a sample). publish updates the Assets
 publish.user_profile and publish.recommendations, which downstream DAGs schedule on
-(dags/profile_consumers.py). Backfill: `airflow backfill create --dag-id profile_daily --from-date ...`.
+(dags/profile_consumers.py). A long history: one run for its last day with reload_from (collect and clean
+load the range as one job each; `portrait backfill` without Airflow). Published days for a range:
+`airflow backfill create --dag-id profile_daily --from-date ...` (one run per day; docs/operations.md).
 
 Wiring only: the steps and their order come from jobs.runner.PIPELINE (a new step is a line there);
 airflow.execution in the profile picks in-process tasks (local) or spark-submit against spark.master

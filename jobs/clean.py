@@ -17,7 +17,7 @@ from jobs.common.audit import write_audit
 from jobs.common.catalogue import CatalogueParams, category_path, item_categories
 from jobs.common.catalog import TABLES, spec, table_path
 from jobs.common.config import Config
-from jobs.common.delta import read_table, replace_dates, table_exists
+from jobs.common.delta import range_write_options, read_table, replace_dates, table_exists
 from jobs.common.errors import ConfigError
 from jobs.common.migrations import migrate
 from jobs.common.privacy import (
@@ -727,10 +727,11 @@ def transform_social_edges(edges: "DataFrame", key: bytes, params: CleanParams |
 # Writing
 
 
-def _write(df: "DataFrame", cfg: Config, name: str, predicate: str) -> None:
-    """Replace exactly the rows matching `predicate` (Delta replaceWhere; a data column is fine)."""
+def _write(df: "DataFrame", cfg: Config, name: str, predicate: str, days: int = 1) -> None:
+    """Replace exactly the rows matching `predicate` (Delta replaceWhere; a data column is fine) for `days` days."""
     (
         df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
+        .options(**range_write_options(days))
         .partitionBy(*spec(name).partition_by).save(table_path(cfg, name))
     )
 
@@ -918,14 +919,14 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, collect_days: int
         rechecked = {outcome: n for (origin, outcome), n in breakdown.items() if origin == HELD}
         landed = labelled.where(F.col("_origin") == LANDED)
         written = landed.where(F.col("_outcome") == SILVER).select(*SILVER_EVENT_COLUMNS)
-        _write(written, cfg, "silver.events", _dates_sql("landed_date", dates))
+        _write(written, cfg, "silver.events", _dates_sql("landed_date", dates), len(dates))
 
         held_now = landed.where(F.col("_outcome").isin(*HELD_REASONS)).select(
             *SILVER_EVENT_COLUMNS, F.col("_outcome").alias("hold_reason"), F.lit("held").alias("status"),
             F.lit(None).cast("date").alias("resolved_on"), "_source_file", F.col("_line").cast("long").alias("_line"),
             "_ingested_at",
         )
-        _write(held_now, cfg, "silver.held_events", _dates_sql("landed_date", dates))
+        _write(held_now, cfg, "silver.held_events", _dates_sql("landed_date", dates), len(dates))
 
         columns = _quarantine_columns(spark, cfg)
         quarantine = _quarantine_rows(landed.where(~F.col("_outcome").isin(SILVER, DUPLICATE)), columns)
@@ -933,7 +934,8 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, collect_days: int
         if "bronze.social_edges" in TABLES and table_exists(spark, cfg, "bronze.social_edges"):
             edges_count, edge_quarantine = _clean_social_edges(spark, cfg, key, params, dates)
             quarantine = quarantine.unionByName(edge_quarantine.select(*columns))
-        _write(quarantine, cfg, "bronze.quarantine", f"({_dates_sql('event_date', dates)}) AND step = 'clean'")
+        _write(quarantine, cfg, "bronze.quarantine", f"({_dates_sql('event_date', dates)}) AND step = 'clean'",
+               len(dates))
 
         _resolve_held(spark, cfg, labelled, run_date, columns, rechecked)
         flags_out = replace_dates(user_days, cfg, "silver.user_flags", dates)

@@ -117,16 +117,47 @@ def run(
                                         "validate_silver or features) instead of collect: re-run from a failed step"),
 ) -> None:
     """Run every step for a date in this process, in DAG order with its validations, without Airflow."""
-    from jobs.runner import PIPELINE, run_step, task_id
+    _run_pipeline(date, start, "--from", collect_days=collect_days)
+
+
+def _first_task(start: Optional[str], option: str) -> int:
+    """The PIPELINE index of task id `start` (None = collect); an unknown one names the tasks."""
+    from jobs.runner import PIPELINE, task_id
 
     tasks = [task_id(step, params) for step, params in PIPELINE]
     if start is not None and start not in tasks:
-        raise ConfigError(f"--from {start}: not a task of the pipeline; use one of {', '.join(tasks)}")
-    first = tasks.index(start) if start else 0
-    for step, params in PIPELINE[first:]:
-        result = run_step(step, date, collect_days=collect_days, **params)
+        raise ConfigError(f"{option} {start}: not a task of the pipeline; use one of {', '.join(tasks)}")
+    return tasks.index(start) if start else 0
+
+
+def _run_pipeline(date: str, start: Optional[str], option: str, **run_params) -> None:
+    """Every PIPELINE task from `start` (a task id; None = collect) for `date`, one summary line each."""
+    from jobs.runner import PIPELINE, run_step
+
+    for step, params in PIPELINE[_first_task(start, option):]:
+        result = run_step(step, date, **run_params, **params)
         tables = ", ".join(f"{t['table']}={t['rows_out']:,}" for t in result["tables"])
         typer.echo(f"{step} ({result['details']['seconds']}s): {tables or result['details']}")
+
+
+@app.command()
+def backfill(
+    first: str = typer.Option(..., "--from", help="first day to load, YYYY-MM-DD"),
+    last: str = typer.Option(..., "--to", help="last day to load and the day scored and published, YYYY-MM-DD"),
+    resume: Optional[str] = typer.Option(None, "--resume", help="start at this task (e.g. features) instead of "
+                                         "collect: re-run a failed backfill from its failed step"),
+    retrain: Optional[str] = typer.Option(None, help="train: auto (default), always or never"),
+) -> None:
+    """Load a history in one run: collect and clean FROM..TO as one Spark job each, then validate, features, train (which writes the gold snapshots of the dates it trains on), score and publish TO.
+
+    Every day of the range lands in bronze and silver, counted in ops.run_audit under TO; only TO is scored and published. For a published earlier day, run `portrait run --date DAY` afterwards. The same as a DAG run for TO with reload_from FROM; docs/operations.md compares it with Airflow's backfill, one run per day.
+    """
+    start, end = _date(first, "--from"), _date(last, "--to")
+    if start > end:
+        raise ConfigError(f"--from {start} is after --to {end}; the range must run forwards (--from <= --to)")
+    _first_task(resume, "--resume")
+    typer.echo(f"backfill {start}..{end}: {(end - start).days + 1} days loaded, {end} published")
+    _run_pipeline(end.isoformat(), resume, "--resume", reload_from=start.isoformat(), retrain=retrain)
 
 
 @app.command()

@@ -61,3 +61,12 @@ def test_help_lists_the_commands():
     assert done.returncode == 0
     for command in ("generate", "run-step", "status", "demo", "airflow"):
         assert command in done.stdout
+
+
+def test_backfill_refuses_a_backwards_range_a_bad_date_and_an_unknown_task():
+    line = _one_error_line(_portrait("backfill", "--from", "2026-11-05", "--to", "2026-11-01"))
+    assert line == "portrait: error: --from 2026-11-05 is after --to 2026-11-01; the range must run forwards (--from <= --to)"
+    assert "--to '14/11/2026' is not a date; use YYYY-MM-DD" in _one_error_line(
+        _portrait("backfill", "--from", "2026-11-01", "--to", "14/11/2026"))
+    line = _one_error_line(_portrait("backfill", "--from", "2026-11-01", "--to", "2026-11-05", "--resume", "scoring"))
+    assert "--resume scoring: not a task of the pipeline" in line and "validate_silver" in line

@@ -39,6 +39,17 @@ def _date_predicate(column: str, dates: Iterable[dt.date]) -> str:
     return f"{column} IN ({', '.join(repr(d) for d in days)})"
 
 
+def range_write_options(days: int) -> dict[str, str]:
+    """Writer options for a write of `days` day partitions: Delta's optimized write for more than one.
+
+    Without it every task of the write opens a file in every day it holds rows of: clean's 91k events
+    over 730 days became 3,650 files of silver.events (5 tasks x 730 days) and took 3.5 minutes to write.
+    The optimized write shuffles rows by partition first, so a day gets one file (or a few, when it
+    exceeds the bin size). A one-day run keeps the plain write.
+    """
+    return {"optimizeWrite": "true"} if days > 1 else {}
+
+
 def replace_dates(
     df: "DataFrame", cfg: Config, name: str, dates: Iterable[dt.date], extra_predicate: str | None = None,
     add_columns: bool = False,
@@ -51,6 +62,7 @@ def replace_dates(
     Returns the number of rows written, from the commit's own metrics.
     """
     table = spec(name)
+    dates = sorted(set(dates))
     predicate = _date_predicate(table.date_column, dates)
     if extra_predicate:
         predicate = f"({predicate}) AND ({extra_predicate})"
@@ -59,6 +71,7 @@ def replace_dates(
         .mode("overwrite")
         .option("replaceWhere", predicate)
         .option("mergeSchema", str(add_columns).lower())
+        .options(**range_write_options(len(dates)))
         .partitionBy(*table.partition_by)
         .save(table_path(cfg, name))
     )
