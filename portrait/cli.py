@@ -113,11 +113,11 @@ def run_step_cmd(
 def run(
     date: str = typer.Option(..., "--date", help="logical date, YYYY-MM-DD"),
     collect_days: Optional[int] = typer.Option(None, help="days ending at --date to (re)load"),
-    start: Optional[str] = typer.Option(None, "--from", help="start at this task (an Airflow task id, e.g. "
+    start: Optional[str] = typer.Option(None, "--resume", help="start at this task (an Airflow task id, e.g. "
                                         "validate_silver or features) instead of collect: re-run from a failed step"),
 ) -> None:
     """Run every step for a date in this process, in DAG order with its validations, without Airflow."""
-    _run_pipeline(date, start, "--from", collect_days=collect_days)
+    _run_pipeline(date, start, "--resume", collect_days=collect_days)
 
 
 def _first_task(start: Optional[str], option: str) -> int:

@@ -51,8 +51,8 @@ def test_bad_date_and_unknown_step():
 
 
 def test_run_from_an_unknown_task_names_the_tasks():
-    line = _one_error_line(_portrait("run", "--date", "2026-11-14", "--from", "validate_gold_twice"))
-    assert "--from validate_gold_twice: not a task of the pipeline" in line
+    line = _one_error_line(_portrait("run", "--date", "2026-11-14", "--resume", "validate_gold_twice"))
+    assert "--resume validate_gold_twice: not a task of the pipeline" in line
     assert "collect, validate_bronze, clean, validate_silver, features" in line and line.endswith("publish")
 
 
