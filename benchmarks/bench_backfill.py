@@ -28,14 +28,12 @@ import datetime as dt
 import json
 import math
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from _harness import child_environment, each_size, peak_mib, run_sampled, write_figures
 
 START = dt.date(2024, 11, 1)
 EVENTS_PER_USER_DAY = 9.2  # what the generator draws on average (bench_generate.py)
@@ -47,23 +45,12 @@ DEFAULT_DAYS = 730
 # The child: the steps, in one Spark session.
 
 
-def _environment(workdir: Path, lake: str = "lakehouse") -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "PORTRAIT__LANDING_ZONE": str(workdir / "landing"),
-        "PORTRAIT__LAKEHOUSE_ROOT": str(workdir / lake),
-        "PORTRAIT__GROUND_TRUTH_DIR": str(workdir / "ground_truth"),
-        "PORTRAIT_HMAC_KEY": env.get("PORTRAIT_HMAC_KEY", "bench-key-0123456789abcdef"),
-    })
-    return env
-
-
 def child(workdir: Path, days: int, loop_days: int) -> dict[str, Any]:
     from jobs import clean, collect, features
     from jobs.common.config import load_config
     from jobs.common.spark import build_spark
 
-    cfg = load_config(environ=_environment(workdir))
+    cfg = load_config(environ=child_environment(workdir))
     started = time.perf_counter()
     spark = build_spark(cfg, app_suffix="bench-backfill")
     answer: dict[str, Any] = {"spark_start_seconds": round(time.perf_counter() - started, 1), "steps": {}}
@@ -82,7 +69,7 @@ def child(workdir: Path, days: int, loop_days: int) -> dict[str, Any]:
     timed("features", lambda: features.run(spark, cfg, last, mode="full"), "gold.user_features")
     answer["files"] = _file_counts(spark, cfg)
     if loop_days:
-        loop_cfg = load_config(environ=_environment(workdir, "lakehouse_loop"))
+        loop_cfg = load_config(environ=child_environment(workdir, "lakehouse_loop"))
         began = time.monotonic()
         for offset in range(loop_days - 1, -1, -1):
             day = last - dt.timedelta(days=offset)
@@ -112,49 +99,13 @@ def _file_counts(spark, cfg) -> dict[str, int]:
 # The parent: generate, run the child, sample its memory.
 
 
-def _tree_rss(process) -> int:
-    import psutil
-
-    total = 0
-    for member in [process, *process.children(recursive=True)]:
-        try:
-            total += member.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
-
-
 def _run_child(workdir: Path, days: int, loop_days: int) -> dict[str, Any]:
     """Run the steps in a child process; its answer plus the peak RSS of its process tree, per step."""
-    import psutil
-
     command = [sys.executable, __file__, "--child", str(workdir), str(days), str(loop_days)]
-    process = subprocess.Popen(command, env=_environment(workdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    handle = psutil.Process(process.pid)
-    samples: list[tuple[float, int]] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            try:
-                samples.append((time.monotonic(), _tree_rss(handle)))   # CLOCK_MONOTONIC: the child's clock too
-            except psutil.Error:
-                pass
-            time.sleep(0.2)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    stdout, stderr = process.communicate()
-    done.set()
-    sampler.join()
-    if process.returncode != 0:
-        raise SystemExit(f"the backfill child failed (exit {process.returncode}):\n{stderr[-4000:]}")
-    answer = json.loads(stdout.strip().splitlines()[-1])
-    answer["peak_rss_mib"] = round(max((rss for _, rss in samples), default=0) / 2**20)
+    answer, samples = run_sampled(command, child_environment(workdir), "the backfill child failed")
+    answer["peak_rss_mib"] = peak_mib(samples)
     for figures in answer["steps"].values():
-        during = [rss for t, rss in samples if figures["began"] <= t <= figures["ended"]]
-        figures["peak_rss_mib"] = round(max(during, default=0) / 2**20)
+        figures["peak_rss_mib"] = peak_mib(samples, figures["began"], figures["ended"])
         del figures["began"], figures["ended"]
     return answer
 
@@ -218,26 +169,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
 
-    rows = []
-    root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_backfill_"))
-    try:
-        for size in (int(s) for s in args.events.split(",")):
-            workdir = root / f"events_{size}"
-            if workdir.exists():
-                shutil.rmtree(workdir)
-            workdir.mkdir(parents=True)
-            try:
-                rows.append(bench_size(size, args.days, args.loop_days, workdir))
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
-            print(json.dumps(rows[-1]), flush=True)
-    finally:
-        if not args.workdir:
-            shutil.rmtree(root, ignore_errors=True)
+    rows = each_size(args.events, args.workdir, "bench_backfill_",
+                     lambda size, workdir: bench_size(size, args.days, args.loop_days, workdir))
     print(f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs")
     print(_table(rows))
-    if args.out:
-        Path(args.out).write_text(json.dumps({"machine": {"cpus": os.cpu_count()}, "rows": rows}, indent=2) + "\n")
+    write_figures(args.out, rows)
 
 
 if __name__ == "__main__":

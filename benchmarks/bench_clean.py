@@ -25,14 +25,12 @@ import datetime as dt
 import json
 import math
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from _harness import child_environment, each_size, peak_mib, run_sampled, write_figures
 
 START = dt.date(2026, 11, 1)
 EVENTS_PER_USER_DAY = 9.2  # what the generator draws on average (bench_generate.py)
@@ -41,17 +39,6 @@ DEFAULT_SIZES = "1000000,10000000"
 
 # --------------------------------------------------------------------------------------------------
 # Child processes: each engine runs alone in one, so its memory is its own.
-
-
-def _child_environment(workdir: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "PORTRAIT__LANDING_ZONE": str(workdir / "landing"),
-        "PORTRAIT__LAKEHOUSE_ROOT": str(workdir / "lakehouse"),
-        "PORTRAIT__GROUND_TRUTH_DIR": str(workdir / "ground_truth"),
-        "PORTRAIT_HMAC_KEY": env.get("PORTRAIT_HMAC_KEY", "bench-key-0123456789abcdef"),
-    })
-    return env
 
 
 def _timed_step(step: str, table: str, days: int) -> dict[str, Any]:
@@ -123,48 +110,12 @@ def child_duckdb(landing: Path, file_format: str, threads: int, out: Path) -> di
 # The parent: generate, run each child, sample its memory.
 
 
-def _tree_rss(process) -> int:
-    import psutil
-
-    total = 0
-    for member in [process, *process.children(recursive=True)]:
-        try:
-            total += member.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
-
-
 def _run_child(args: list[str], env: dict[str, str]) -> dict[str, Any]:
     """Run this script as a child with `args`; returns its JSON answer plus peak_rss_mib of its process tree."""
-    import psutil
-
-    command = [sys.executable, __file__, "--child", *args]
     print(f"  running {args[0]} ...", file=sys.stderr, flush=True)
-    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    handle = psutil.Process(child.pid)
-    peak = 0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            try:
-                peak = max(peak, _tree_rss(handle))
-            except psutil.Error:
-                pass
-            time.sleep(0.2)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    stdout, stderr = child.communicate()
-    done.set()
-    sampler.join()
-    if child.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed (exit {child.returncode}):\n{stderr[-4000:]}")
-    answer = json.loads(stdout.strip().splitlines()[-1])
+    answer, samples = run_sampled([sys.executable, __file__, "--child", *args], env, f"{' '.join(args)} failed")
     if answer is not None:
-        answer["peak_rss_mib"] = round(peak / 2**20)
+        answer["peak_rss_mib"] = peak_mib(samples)
     print(f"  {args[0]}: {json.dumps(answer)}", file=sys.stderr, flush=True)
     return answer
 
@@ -192,7 +143,7 @@ def bench_size(events: int, days: int, file_format: str, compress: bool, workdir
         "gzip": compress, "landing_mib": round(landing_bytes / 2**20), "generate_seconds":
             round(time.perf_counter() - started, 1),
     }
-    env = _child_environment(workdir)
+    env = child_environment(workdir)
     row["spark_collect"] = _run_child(["spark_collect", str(days)], env)
     row["spark_clean"] = _run_child(["spark_clean", str(days)], env) if "clean" in steps else None
     row["duckdb"] = _run_child(["duckdb", str(workdir / "landing"), file_format, str(_spark_cores()),
@@ -249,26 +200,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
 
-    rows = []
-    root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_clean_"))
-    try:
-        for size in (int(s) for s in args.events.split(",")):
-            workdir = root / f"events_{size}"
-            if workdir.exists():
-                shutil.rmtree(workdir)
-            workdir.mkdir(parents=True)
-            try:
-                row = bench_size(size, args.days, args.file_format, args.gzip, workdir, tuple(args.steps.split(",")))
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    finally:
-        if not args.workdir:
-            shutil.rmtree(root, ignore_errors=True)
+    rows = each_size(args.events, args.workdir, "bench_clean_", lambda size, workdir: bench_size(
+        size, args.days, args.file_format, args.gzip, workdir, tuple(args.steps.split(","))))
     print(_table(rows))
-    if args.out:
-        Path(args.out).write_text(json.dumps({"machine": {"cpus": os.cpu_count()}, "rows": rows}, indent=2) + "\n")
+    write_figures(args.out, rows)
 
 
 if __name__ == "__main__":
