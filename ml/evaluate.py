@@ -139,18 +139,24 @@ def expected_calibration_error(labels: np.ndarray, scores: np.ndarray, bins: int
 # - The result is NaN when no user has a relevant item.
 
 
-def _ranked_lists(
+def _ranked_lists_by_user(
     recommended: Mapping[Hashable, Sequence[Hashable]], relevant: Mapping[Hashable, Collection[Hashable]], k: int
-) -> list[tuple[list[Hashable], set[Hashable]]]:
+) -> dict[Hashable, tuple[list[Hashable], set[Hashable]]]:
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    pairs = []
+    pairs = {}
     for user, items in relevant.items():
         truth = set(items)
         if truth:
             top = list(dict.fromkeys(recommended.get(user, ())))[:k]
-            pairs.append((top, truth))
+            pairs[user] = (top, truth)
     return pairs
+
+
+def _ranked_lists(
+    recommended: Mapping[Hashable, Sequence[Hashable]], relevant: Mapping[Hashable, Collection[Hashable]], k: int
+) -> list[tuple[list[Hashable], set[Hashable]]]:
+    return list(_ranked_lists_by_user(recommended, relevant, k).values())
 
 
 def _mean(values: list[float]) -> float:
@@ -180,11 +186,18 @@ def ndcg_at_k(recommended: Mapping[Hashable, Sequence[Hashable]],
     The ideal list puts min(k, |relevant|) hits first, so a perfect top-k scores 1 even when the
     user has more relevant items than k.
     """
-    scores = []
-    for top, truth in _ranked_lists(recommended, relevant, k):
+    return _mean(list(ndcg_per_user(recommended, relevant, k).values()))
+
+
+def ndcg_per_user(recommended: Mapping[Hashable, Sequence[Hashable]],
+                  relevant: Mapping[Hashable, Collection[Hashable]], k: int) -> dict[Hashable, float]:
+    """Each user's nDCG@k, for the users `ndcg_at_k` averages over (those with a relevant item), in
+    `relevant`'s order: what the registry gate resamples for its confidence intervals."""
+    scores = {}
+    for user, (top, truth) in _ranked_lists_by_user(recommended, relevant, k).items():
         dcg = sum(1.0 / np.log2(pos + 1) for pos, item in enumerate(top, start=1) if item in truth)
-        scores.append(dcg / _ideal_dcg(len(truth), k))
-    return _mean(scores)
+        scores[user] = dcg / _ideal_dcg(len(truth), k)
+    return scores
 
 
 def map_at_k(recommended: Mapping[Hashable, Sequence[Hashable]],

@@ -30,7 +30,8 @@ from ml.dataset import (
     snapshot_root, user_numeric, write_snapshot,
 )
 from ml.evaluate import (
-    binary_report, per_tag_f1, planted_interest_f1, ranking_report, segment_agreement, tag_report, top_k_tags,
+    binary_report, ndcg_per_user, per_tag_f1, planted_interest_f1, ranking_report, segment_agreement, tag_report,
+    top_k_tags,
 )
 from ml.segments import PLANTED_TO_SEGMENTS
 
@@ -412,11 +413,12 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
     from jobs.features import feature_version
     from ml.devices import detect
     from ml.model import ModelParams
-    from ml.registry import champion_run, configure_mlflow, decide
+    from ml.registry import GateSettings, Scored, champion_run, configure_mlflow, decide
     from ml.score import Scorer, load_scorer
 
     plan = snapshot.plan
     version_of_features = feature_version(FeatureWindows.from_config(cfg))
+    gate = GateSettings.from_config(cfg)                  # a bad setting fails before the fitting, not after
     k = int(cfg.get("recommend.k", 10))
     device = detect(cfg)
     device.apply_precision()
@@ -444,18 +446,24 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
                  for name, recs in baseline_recs.items()}
 
     configure_mlflow(cfg)
-    champion_metrics, note = None, ""
+    champion_metrics, champion_recs, note = None, None, ""
     version_row, champion = champion_run(cfg)
     if version_row is not None:
         try:
-            champion_metrics, _ = evaluate_candidate(
+            champion_metrics, champion_detail = evaluate_candidate(
                 load_scorer(f"models:/{cfg.get('mlflow.registered_model')}/{version_row.version}", version_row.version),
                 holdout, k)
+            champion_recs = champion_detail["recs"]
         except Exception as exc:  # an incompatible champion (other features) cannot be compared
             note = f"champion version {version_row.version} could not score this holdout ({type(exc).__name__}: {exc})"
             log.warning("%s", note)
-    decision = decide(metrics, champion_metrics, float(cfg.get("model.gate_margin", 0.0)), GATE_METRIC,
-                      {n: b for n, b in baselines.items() if n in _gated_baselines(cfg)}, champion_note=note)
+
+    def scored(report: dict[str, float], recs: dict[str, list[str]]) -> Scored:
+        return Scored(report, ndcg_per_user(recs, holdout.truth, k))
+
+    decision = decide(scored(metrics, detail["recs"]),
+                      None if champion_recs is None else scored(champion_metrics, champion_recs),
+                      {n: scored(b, baseline_recs[n]) for n, b in baselines.items()}, gate, GATE_METRIC, champion_note=note)
 
     with mlflow.start_run(run_name=f"profile-{run_date}") as active:
         params = {**ModelParams.from_config(cfg).to_params(), **_flat_params(cfg), "run_date": run_date.isoformat(), "feature_version": version_of_features,
@@ -485,6 +493,10 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
             mlflow.log_metrics(clean({f"baseline_{name}_{m}": v for m, v in values.items()}))
         if champion_metrics:
             mlflow.log_metrics(clean({f"champion_{m}": v for m, v in champion_metrics.items()}))
+        for interval in decision.intervals:
+            mlflow.log_metrics(clean({f"gate_diff_{interval.other}": interval.difference,
+                                      f"gate_diff_{interval.other}_low": interval.low,
+                                      f"gate_diff_{interval.other}_high": interval.high}))
         with tempfile.TemporaryDirectory() as folder:
             _log_plots(Path(folder), selection, final, detail, spec)
             info = _log_model(Path(folder), final.models, spec, holdout, cfg)
@@ -496,11 +508,6 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
         run_id = active.info.run_id
     return TrainOutcome(run_id, version, decision.alias, decision.reason, metrics, baselines, champion_metrics, plan,
                         {"ground_truth": ground_truth, "best_epoch": selection.best_epoch})
-
-
-def _gated_baselines(cfg: Config) -> tuple[str, ...]:
-    value = cfg.get("model.gate_baselines", list(BASELINES))
-    return tuple(value or ())
 
 
 def _flat_params(cfg: Config) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from ml.evaluate import (
     map_at_k,
     micro_f1,
     ndcg_at_k,
+    ndcg_per_user,
     precision_at_k,
     ranking_metrics_spark,
     recall_at_k,
@@ -104,6 +105,16 @@ def test_ranking_metrics_by_hand():
     for name, metric in RANKING.items():
         assert metric(RECOMMENDED, RELEVANT, 3) == pytest.approx(HAND[name]), name
     assert HAND["ndcg_at_k"] == pytest.approx(0.309004, abs=1e-6)
+
+
+def test_ndcg_per_user_by_hand_and_its_mean_is_ndcg_at_k():
+    per_user = ndcg_per_user(RECOMMENDED, RELEVANT, 3)
+    assert list(per_user) == ["u1", "u2", "u4"]          # u3 has nothing relevant: skipped, as in the mean
+    assert per_user == pytest.approx({"u1": 0.296082, "u2": 0.630930, "u4": 0.0}, abs=1e-6)
+    assert float(np.mean(list(per_user.values()))) == ndcg_at_k(RECOMMENDED, RELEVANT, 3)
+    assert ndcg_per_user(RECOMMENDED, {"u3": set()}, 3) == {}
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        ndcg_per_user(RECOMMENDED, RELEVANT, 0)
 
 
 def test_ranking_metrics_skip_users_without_relevant_items():
