@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import SparkSession
 
+    from ml.registry import GateDecision, GateSettings, Scored
     from ml.score import Scorer
 
 log = logging.getLogger("portrait.train")
@@ -413,8 +414,8 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
     from jobs.features import feature_version
     from ml.devices import detect
     from ml.model import ModelParams
-    from ml.registry import GateSettings, Scored, champion_run, configure_mlflow, decide
-    from ml.score import Scorer, load_scorer
+    from ml.registry import GateSettings, Scored, configure_mlflow
+    from ml.score import Scorer
 
     plan = snapshot.plan
     version_of_features = feature_version(FeatureWindows.from_config(cfg))
@@ -446,24 +447,8 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
                  for name, recs in baseline_recs.items()}
 
     configure_mlflow(cfg)
-    champion_metrics, champion_recs, note = None, None, ""
-    version_row, champion = champion_run(cfg)
-    if version_row is not None:
-        try:
-            champion_metrics, champion_detail = evaluate_candidate(
-                load_scorer(f"models:/{cfg.get('mlflow.registered_model')}/{version_row.version}", version_row.version),
-                holdout, k)
-            champion_recs = champion_detail["recs"]
-        except Exception as exc:  # an incompatible champion (other features) cannot be compared
-            note = f"champion version {version_row.version} could not score this holdout ({type(exc).__name__}: {exc})"
-            log.warning("%s", note)
-
-    def scored(report: dict[str, float], recs: dict[str, list[str]]) -> Scored:
-        return Scored(report, ndcg_per_user(recs, holdout.truth, k))
-
-    decision = decide(scored(metrics, detail["recs"]),
-                      None if champion_recs is None else scored(champion_metrics, champion_recs),
-                      {n: scored(b, baseline_recs[n]) for n, b in baselines.items()}, gate, GATE_METRIC, champion_note=note)
+    candidate = Scored(metrics, ndcg_per_user(detail["recs"], holdout.truth, k))
+    decision, champion_metrics = _gate_decision(cfg, gate, holdout, k, candidate, baselines, baseline_recs)
 
     with mlflow.start_run(run_name=f"profile-{run_date}") as active:
         params = {**ModelParams.from_config(cfg).to_params(), **_flat_params(cfg), "run_date": run_date.isoformat(), "feature_version": version_of_features,
@@ -472,6 +457,8 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
                   "holdout_users": len(holdout.truth), "churn_trained": spec.churn_trained,
                   "churn_masked": getattr(snapshot, "churn_masked", "") or "no",
                   "repeat_scale_multiplier": tuning.repeat_multiplier, "neighbour_scale": tuning.neighbour_scale,
+                  "model.gate_bootstrap.samples": gate.samples, "model.gate_bootstrap.confidence": gate.confidence,
+                  "model.gate_bootstrap.seed": gate.seed,
                   **{f"split.{key}": (",".join(v) if isinstance(v, list) else v) for key, v in plan.to_dict().items()},
                   **{f"data_version.{t}": v for t, v in snapshot.table_versions.items()},
                   **(extra_params or {})}
@@ -508,6 +495,30 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
         run_id = active.info.run_id
     return TrainOutcome(run_id, version, decision.alias, decision.reason, metrics, baselines, champion_metrics, plan,
                         {"ground_truth": ground_truth, "best_epoch": selection.best_epoch})
+
+
+def _gate_decision(cfg: Config, gate: "GateSettings", holdout: Holdout, k: int, candidate: "Scored",
+                   baselines: dict[str, dict[str, float]], baseline_recs: dict[str, dict[str, list[str]]]
+                   ) -> tuple["GateDecision", dict[str, float] | None]:
+    """(the gate's decision, the champion's metrics or None): the champion scores this very holdout, and
+    every recommender's nDCG per holdout user goes to the gate for its bootstrap intervals."""
+    from ml.registry import Scored, champion_run, decide
+    from ml.score import load_scorer
+
+    champion_metrics, champion, note = None, None, ""
+    version_row, _ = champion_run(cfg)
+    if version_row is not None:
+        try:
+            champion_metrics, champion_detail = evaluate_candidate(
+                load_scorer(f"models:/{cfg.get('mlflow.registered_model')}/{version_row.version}", version_row.version),
+                holdout, k)
+            champion = Scored(champion_metrics, ndcg_per_user(champion_detail["recs"], holdout.truth, k))
+        except Exception as exc:  # an incompatible champion (other features) cannot be compared
+            note = f"champion version {version_row.version} could not score this holdout ({type(exc).__name__}: {exc})"
+            log.warning("%s", note)
+    others = {name: Scored(report, ndcg_per_user(baseline_recs[name], holdout.truth, k))
+              for name, report in baselines.items()}
+    return decide(candidate, champion, others, gate, GATE_METRIC, champion_note=note), champion_metrics
 
 
 def _flat_params(cfg: Config) -> dict[str, Any]:

@@ -60,7 +60,8 @@ def test_a_clearly_better_candidate_promotes_with_its_intervals():
     assert decision.reason == (
         "beats baselines als, popularity on recall_at_k; "
         "ndcg_at_k 0.7000 beats baseline als 0.4000: difference +0.3000, 95% CI [+0.2000, +0.4000] over 4 users; "
-        "ndcg_at_k 0.7000 beats baseline popularity 0.5000: difference +0.2000, 95% CI [+0.1000, +0.3000] over 4 users; "
+        "ndcg_at_k 0.7000 beats baseline popularity 0.5000: difference +0.2000, 95% CI [+0.1000, +0.3000] "
+        "over 4 users; "
         "no champion yet; ndcg_at_k=0.7000 over 4 users")
     assert [(i.other, round(i.low, 6), round(i.high, 6)) for i in decision.intervals] == [
         ("als", 0.2, 0.4), ("popularity", 0.1, 0.3)]

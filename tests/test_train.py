@@ -75,6 +75,7 @@ def test_a_worse_configuration_does_not_move_champion(tmp_path, snapshot):
     assert difference == pytest.approx(worse.metrics["ndcg_at_k"] - good.metrics["ndcg_at_k"])
     assert run.data.metrics["gate_diff_champion_low"] <= difference <= run.data.metrics["gate_diff_champion_high"]
     assert f"over {len(holdout.truth)} users" in worse.reason
+    assert (run.data.params["model.gate_bootstrap.samples"], run.data.params["model.gate_min_users"]) == ("1000", "30")
     assert client.get_model_version("portrait-profile", "2").tags["gate_diff_champion"].startswith(
         f"difference {difference:+.4f}, 95% CI [")
     assert "val_ndcg_at_k" in run.data.metrics and run.data.params["data_version.synthetic"] == "0"
@@ -107,8 +108,8 @@ def test_a_candidate_that_loses_to_a_baseline_stays_challenger(tmp_path, snapsho
 
     holdout = load_holdout(snapshot, 10_000)
     perfect = {user: sorted(items) for user, items in holdout.truth.items()}
-    outcome = train_and_register(_cfg(tmp_path, epochs=1, refit="false", gate_baselines="[oracle]", gate_min_users=1000),
-                                 snapshot, holdout, {"oracle": perfect}, D)
+    cfg = _cfg(tmp_path, epochs=1, refit="false", gate_baselines="[oracle]", gate_min_users=1000)
+    outcome = train_and_register(cfg, snapshot, holdout, {"oracle": perfect}, D)
     assert outcome.alias == CHALLENGER
     assert "does not beat baseline oracle" in outcome.reason
     assert f"holdout of {len(holdout.truth)} users is below model.gate_min_users=1000" in outcome.reason
