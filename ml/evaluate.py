@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -224,6 +225,150 @@ def catalog_coverage(recommended: Mapping[Hashable, Sequence[Hashable]], catalog
     return len(shown) / catalog_size
 
 
+# --- Diversity of the lists: beside accuracy, never instead of it ---------------------------------
+#
+# Conventions, shared by every function below:
+# - `recommended` maps a user to a ranked list; each list is de-duplicated (first occurrence kept) and
+#   cut to its first k items when k is given (the same cut as the ranking metrics).
+# - Only the users in `recommended` count: pass the same users the accuracy metrics average over.
+# - A figure that has nothing to measure (no list, no scoreable pair) is NaN, not 0.
+
+
+def _top_lists(recommended: Mapping[Hashable, Sequence[Hashable]], k: int | None) -> dict[Hashable, list[Hashable]]:
+    if not isinstance(recommended, Mapping):
+        raise ValueError(f"recommended must map each user to a ranked list of items, got {type(recommended).__name__}")
+    if k is not None and k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    lists = {}
+    for user, items in recommended.items():
+        if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+            raise ValueError(f"the list of user {user!r} must be a sequence of item ids, got {items!r}")
+        lists[user] = list(dict.fromkeys(items))[:k]
+    return lists
+
+
+def distinct_items(recommended: Mapping[Hashable, Sequence[Hashable]], k: int | None = None) -> int:
+    """How many different items appear in at least one list (the numerator of catalogue coverage)."""
+    return len({item for top in _top_lists(recommended, k).values() for item in top})
+
+
+def gini_coefficient(recommended: Mapping[Hashable, Sequence[Hashable]], catalog_size: int,
+                     k: int | None = None) -> float:
+    """Gini coefficient of how often each catalogue item is recommended.
+
+    c_i is the number of lists that hold item i; the catalogue's other items (catalog_size less the
+    distinct items shown) count with c = 0. With the n = catalog_size counts sorted ascending,
+    c_(1) <= ... <= c_(n):
+
+        G = sum_i (2i - n - 1) c_(i) / (n * sum_i c_(i))
+
+    (the mean absolute difference of all pairs over twice the mean). 0: every item is recommended
+    equally often; (n - 1) / n: one item fills every list. NaN when no list holds an item. An item
+    count above catalog_size (lists naming items outside the catalogue) is a ValueError.
+    """
+    if catalog_size < 1:
+        raise ValueError(f"catalog_size must be at least 1, got {catalog_size}")
+    counts: dict[Hashable, int] = {}
+    for top in _top_lists(recommended, k).values():
+        for item in top:
+            counts[item] = counts.get(item, 0) + 1
+    if len(counts) > catalog_size:
+        raise ValueError(f"the lists name {len(counts)} distinct items but the catalogue has only {catalog_size}; "
+                         "pass the size of a catalogue that holds every recommended item")
+    total = sum(counts.values())
+    if total == 0:
+        return float("nan")
+    ranked = np.concatenate([np.zeros(catalog_size - len(counts)), np.sort(np.fromiter(counts.values(), float))])
+    i = np.arange(1, catalog_size + 1)
+    return float(np.sum((2 * i - catalog_size - 1) * ranked) / (catalog_size * total))
+
+
+def _category_sets(item_category: Mapping[Hashable, "str | Collection[str] | None"]) -> dict[Hashable, frozenset[str]]:
+    if not isinstance(item_category, Mapping):
+        raise ValueError(f"item_category must map item ids to a category or a set of categories, "
+                         f"got {type(item_category).__name__}")
+    sets = {}
+    for item, value in item_category.items():
+        if value is None:
+            continue
+        values = (value,) if isinstance(value, str) else value
+        if not isinstance(values, Collection) or not all(isinstance(c, str) for c in values):
+            raise ValueError(f"the category of item {item!r} must be a string or a collection of strings, got {value!r}")
+        if values:
+            sets[item] = frozenset(values)
+    return sets
+
+
+def intra_list_diversity(recommended: Mapping[Hashable, Sequence[Hashable]],
+                         item_category: Mapping[Hashable, "str | Collection[str] | None"], k: int | None = None) -> float:
+    """Mean over users of the mean category distance of the pairs of items in the user's list.
+
+    An item's categories are a set (MovieLens films have several genres; a string is a set of one).
+    The distance of two items is 1 - |A ∩ B| / |A ∪ B| (Jaccard) of their sets: for single-category
+    items this is 1 when the categories differ and 0 when they are the same, so the figure is the share
+    of pairs whose categories differ; Drama|Thriller against Drama|Comedy is 2/3. Items that are not
+    in `item_category`, or map to None or an empty set, have no category: pairs with them are left out.
+    A user with fewer than two categorised items is skipped; NaN when every user is.
+    """
+    categories = _category_sets(item_category)
+    per_user = []
+    for top in _top_lists(recommended, k).values():
+        sets = [categories[item] for item in top if item in categories]
+        if len(sets) < 2:
+            continue
+        distances = [1.0 - len(a & b) / len(a | b) for n, a in enumerate(sets) for b in sets[n + 1:]]
+        per_user.append(float(np.mean(distances)))
+    return _mean(per_user)
+
+
+def novelty(recommended: Mapping[Hashable, Sequence[Hashable]], item_popularity: Mapping[Hashable, int],
+            n_users: int, k: int | None = None) -> float:
+    """Mean self-information of the recommended items, in bits (Zhou et al. 2010, PNAS 107(10)).
+
+    An item's popularity p_i is the number of the n_users training users who interacted with it; its
+    self-information is -log2(p_i / n_users): 0 for an item every user has, log2(n_users) for an item
+    one user has. An item no training user has (absent from `item_popularity`, or 0) counts as if one
+    user had it, log2(n_users): the largest finite value, not infinity. The figure is the mean over
+    users (with a non-empty list) of the mean over the user's list; NaN when no list has an item.
+    """
+    if n_users < 1:
+        raise ValueError(f"n_users must be at least 1, got {n_users}")
+    if not isinstance(item_popularity, Mapping):
+        raise ValueError(f"item_popularity must map item ids to their number of training users, "
+                         f"got {type(item_popularity).__name__}")
+    for item, users in item_popularity.items():
+        if isinstance(users, bool) or not isinstance(users, (int, np.integer)) or not 0 <= users <= n_users:
+            raise ValueError(f"the popularity of item {item!r} is {users!r}; it must be a whole number of "
+                             f"training users between 0 and n_users ({n_users})")
+    per_user = [float(np.mean([np.log2(n_users / max(int(item_popularity.get(item, 0)), 1)) for item in top]))
+                for top in _top_lists(recommended, k).values() if top]
+    return _mean(per_user)
+
+
+def diversity_report(recommended: Mapping[Hashable, Sequence[Hashable]], k: int, catalog_size: int,
+                     item_category: Mapping[Hashable, "str | Collection[str] | None"] | None = None,
+                     item_popularity: Mapping[Hashable, int] | None = None,
+                     n_users: int | None = None) -> dict[str, float]:
+    """coverage, gini, intra_list_diversity, novelty and distinct_items of the top k, one dict that
+    merges with `ranking_report`'s (whose coverage is the same figure when given the same users).
+
+    Without `item_category` intra-list diversity is NaN; without `item_popularity` and `n_users`
+    novelty is NaN (a popularity without n_users is a ValueError).
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if (item_popularity is None) != (n_users is None):
+        raise ValueError("novelty needs both item_popularity and n_users (the number of training users); pass both or neither")
+    nan = float("nan")
+    return {
+        "coverage": catalog_coverage(_top_lists(recommended, k), catalog_size),
+        "gini": gini_coefficient(recommended, catalog_size, k),
+        "intra_list_diversity": nan if item_category is None else intra_list_diversity(recommended, item_category, k),
+        "novelty": nan if item_popularity is None else novelty(recommended, item_popularity, n_users, k),
+        "distinct_items": float(distinct_items(recommended, k)),
+    }
+
+
 def ranking_metrics_spark(recs_df: "DataFrame", truth_df: "DataFrame", k: int) -> dict[str, float]:
     """precision/recall/ndcg/map at k from DataFrames, computed in Spark; only one row is collected.
 
@@ -274,6 +419,61 @@ def ranking_metrics_spark(recs_df: "DataFrame", truth_df: "DataFrame", k: int) -
         "users": int(row["users"]),
     }
 
+
+
+@dataclass(frozen=True)
+class DiversityInputs:
+    """What intra-list diversity and novelty need besides the lists, collected once per evaluation:
+    item -> categories, item -> number of training users, and the number of training users."""
+
+    item_category: Mapping[Hashable, frozenset[str]]
+    item_popularity: Mapping[Hashable, int]
+    n_users: int
+
+    def report(self, recommended: Mapping[Hashable, Sequence[Hashable]], k: int, catalog_size: int) -> dict[str, float]:
+        """`diversity_report` of `recommended` with these inputs (novelty NaN when there are no training users)."""
+        trained = self.n_users > 0
+        return diversity_report(recommended, k, catalog_size, self.item_category,
+                                self.item_popularity if trained else None, self.n_users if trained else None)
+
+
+def diversity_inputs_spark(train_df: "DataFrame", items_df: "DataFrame | None" = None) -> DiversityInputs:
+    """DiversityInputs from the training events (user_key, item_id) and an item table, collected.
+
+    `items_df` is silver.items-shaped: item_id with `categories` (or only `category`, as an older
+    silver.items has); with snapshot_date, an item's newest snapshot counts. The catalogue's
+    'unknown' (no category) is no category here. Without `items_df` no item has a category.
+    """
+    from pyspark.sql import functions as F
+
+    from jobs.common.catalogue import UNKNOWN, with_categories
+
+    interactions = train_df.where(F.col("item_id").isNotNull() & F.col("user_key").isNotNull())
+    popularity = {row["item_id"]: int(row["users"]) for row in
+                  interactions.groupBy("item_id").agg(F.countDistinct("user_key").alias("users")).collect()}
+    n_users = interactions.select("user_key").distinct().count()
+    categories: dict[Hashable, frozenset[str]] = {}
+    if items_df is not None:
+        items = with_categories(items_df).where(F.col("item_id").isNotNull())
+        if "snapshot_date" in items.columns:
+            items = items.groupBy("item_id").agg(F.max_by("categories", "snapshot_date").alias("categories"))
+        for row in items.select("item_id", "categories").collect():
+            named = frozenset(c for c in (row["categories"] or ()) if c and c != UNKNOWN)
+            if named:
+                categories[row["item_id"]] = named
+    return DiversityInputs(categories, popularity, n_users)
+
+
+def ranked_lists_spark(recs_df: "DataFrame", users_df: "DataFrame") -> dict[str, list[str]]:
+    """{user_key: items by rank} of the users in `users_df` (user_key), collected: the top-k lists are
+    small. Rank order as in `ranking_metrics_spark` (ties by item_id); cut and de-duplicate later."""
+    rows = recs_df.join(users_df.select("user_key").distinct(), "user_key", "left_semi").select(
+        "user_key", "item_id", "rank").collect()
+    ranked: dict[str, list[tuple[int, str]]] = {}
+    for row in rows:
+        if row["item_id"] is not None:
+            ranked.setdefault(row["user_key"], []).append((int(row["rank"]), row["item_id"]))
+    return {user: [item for _, item in sorted(pairs)] for user, pairs in ranked.items()}
 
 # --- Reports: the numbers training logs and the gate compares ------------------------------------
 

@@ -4,15 +4,24 @@ import pytest
 from ml.evaluate import (
     accuracy,
     calibration_table,
+    DiversityInputs,
     catalog_coverage,
+    distinct_items,
+    diversity_inputs_spark,
+    diversity_report,
     expected_calibration_error,
+    gini_coefficient,
+    intra_list_diversity,
     macro_f1,
     map_at_k,
     micro_f1,
     ndcg_at_k,
     ndcg_per_user,
+    novelty,
     precision_at_k,
     ranking_metrics_spark,
+    ranking_report,
+    ranked_lists_spark,
     recall_at_k,
     roc_auc,
     top_k_tags,
@@ -158,6 +167,137 @@ def test_catalog_coverage_counts_distinct_items_shown():
     with pytest.raises(ValueError):
         catalog_coverage(recs, 0)
 
+
+
+def test_gini_of_recommendation_counts_by_hand():
+    # Counts a 3, b 2, c 1, and the catalogue's d, e 0: sorted 0, 0, 1, 2, 3 (n 5, total 6);
+    # sum (2i - n - 1) c_(i) = 0*1 + 2*2 + 4*3 = 16, G = 16 / (5 * 6) = 8/15
+    # (mean absolute difference: ordered pairs sum to 32, 32 / (2 * 25 * 6/5) = 8/15).
+    recs = {"u1": ["a", "b"], "u2": ["a", "c"], "u3": ["a", "b"]}
+    assert gini_coefficient(recs, 5) == pytest.approx(8 / 15)
+    assert gini_coefficient({"u1": ["a", "b"], "u2": ["c", "d"]}, 4) == pytest.approx(0.0)   # all equal
+    assert gini_coefficient({"u1": ["a"], "u2": ["a"]}, 4) == pytest.approx(3 / 4)           # (n - 1) / n
+    # Cut to k = 1, then de-duplicated: counts a 1 and one catalogue item 0 -> (-1*0 + 1*1) / (2 * 1) = 1/2.
+    assert gini_coefficient({"u1": ["a", "a", "c"]}, 2, k=1) == pytest.approx(0.5)
+    assert np.isnan(gini_coefficient({"u1": [], "u2": []}, 3))
+
+
+def test_gini_rejects_bad_input():
+    with pytest.raises(ValueError, match="catalogue has only 2"):
+        gini_coefficient({"u1": ["a", "b", "c"]}, 2)          # three items shown, a catalogue of two
+    with pytest.raises(ValueError, match="catalog_size"):
+        gini_coefficient({"u1": ["a"]}, 0)
+    with pytest.raises(ValueError, match="k must be"):
+        gini_coefficient({"u1": ["a"]}, 3, k=0)
+    with pytest.raises(ValueError, match="map each user"):
+        gini_coefficient([["a", "b"]], 3)
+    with pytest.raises(ValueError, match="user 'u1'"):
+        gini_coefficient({"u1": "ab"}, 3)                       # a string is not a list of items
+
+
+def test_distinct_items_after_the_cut_to_k():
+    recs = {"u1": ["a", "b", "c"], "u2": ["b", "a", "d"]}
+    assert distinct_items(recs) == 4
+    assert distinct_items(recs, k=1) == 2                      # a, b
+    assert distinct_items({}) == 0
+
+
+CATEGORIES = {"a": "drama", "b": "drama", "c": "comedy", "d": {"drama", "thriller"}, "e": {"drama"},
+              "n": None, "z": set()}
+
+
+def test_intra_list_diversity_by_hand():
+    # u1: a-b same (0), a-c and b-c differ (1, 1) -> 2/3.
+    # u2: d-e {drama, thriller} vs {drama}: 1 - 1/2 = 1/2.
+    # u3: x is not in the mapping, n has None and z an empty set: one categorised item, skipped.
+    recs = {"u1": ["a", "b", "c"], "u2": ["d", "e"], "u3": ["a", "x", "n", "z"]}
+    assert intra_list_diversity(recs, CATEGORIES) == pytest.approx((2 / 3 + 1 / 2) / 2)
+    # Drama|Thriller against Drama|Comedy: 1 - 1/3.
+    assert intra_list_diversity({"u": ["p", "q"]}, {"p": ["drama", "thriller"], "q": ("drama", "comedy")}) \
+        == pytest.approx(2 / 3)
+    # k = 2 keeps a, b (same category) for u1 and d, e for u2: (0 + 1/2) / 2.
+    assert intra_list_diversity(recs, CATEGORIES, k=2) == pytest.approx(0.25)
+    # A repeated item counts once: a, c -> 1.
+    assert intra_list_diversity({"u1": ["a", "a", "c"]}, CATEGORIES) == pytest.approx(1.0)
+    assert np.isnan(intra_list_diversity({"u1": ["x", "y"], "u2": ["a"]}, CATEGORIES))  # nothing to pair
+
+
+def test_intra_list_diversity_rejects_bad_categories():
+    with pytest.raises(ValueError, match="item 'a'"):
+        intra_list_diversity({"u1": ["a", "b"]}, {"a": 5, "b": "drama"})
+    with pytest.raises(ValueError, match="item 'a'"):
+        intra_list_diversity({"u1": ["a", "b"]}, {"a": ["drama", 3], "b": "drama"})
+    with pytest.raises(ValueError, match="item_category must map"):
+        intra_list_diversity({"u1": ["a", "b"]}, ["drama", "comedy"])
+
+
+def test_novelty_by_hand():
+    # 8 training users; a is had by 8, b by 4, c by 1, d by 0 and e is unknown to training.
+    # u1: -log2(8/8) = 0, -log2(4/8) = 1 -> 1/2; u2: -log2(1/8) = 3, e as if one user had it: 3 -> 3;
+    # u3 has an empty list and is skipped: (1/2 + 3) / 2 = 1.75.
+    popularity = {"a": 8, "b": 4, "c": 1, "d": 0}
+    recs = {"u1": ["a", "b"], "u2": ["c", "e"], "u3": []}
+    assert novelty(recs, popularity, 8) == pytest.approx(1.75)
+    assert novelty({"u1": ["d"]}, popularity, 8) == pytest.approx(3.0)     # 0 users counts as 1
+    assert novelty(recs, popularity, 8, k=1) == pytest.approx((0 + 3) / 2)
+    assert np.isnan(novelty({"u1": []}, popularity, 8))
+
+
+def test_novelty_rejects_bad_popularity():
+    with pytest.raises(ValueError, match="item 'a'.*between 0 and n_users \\(8\\)"):
+        novelty({"u1": ["a"]}, {"a": 9}, 8)
+    for bad in (-1, 2.5, True, None):
+        with pytest.raises(ValueError, match="item 'a'"):
+            novelty({"u1": ["a"]}, {"a": bad}, 8)
+    with pytest.raises(ValueError, match="n_users"):
+        novelty({"u1": ["a"]}, {"a": 0}, 0)
+
+
+def test_diversity_report_merges_with_the_ranking_report():
+    recs = {"u1": ["a", "b", "c"], "u2": ["d", "e", "a"]}
+    popularity = {"a": 4, "b": 2, "c": 1, "d": 1, "e": 4}
+    got = diversity_report(recs, 2, 10, CATEGORIES, popularity, 4)
+    # Top 2: u1 a, b; u2 d, e. Coverage 4/10; counts 1, 1, 1, 1 and six 0: sorted sum (2i - 11) c_(i)
+    # over i = 7..10 is 3 + 5 + 7 + 9 = 24, G = 24 / (10 * 4) = 0.6; ILD (0 + 1/2) / 2;
+    # novelty u1 (log2 1 + log2 2) / 2 = 1/2, u2 (log2 4 + log2 1) / 2 = 1 -> 3/4.
+    assert got == pytest.approx({"coverage": 0.4, "gini": 0.6, "intra_list_diversity": 0.25, "novelty": 0.75,
+                                 "distinct_items": 4.0})
+    ranking = ranking_report(recs, {"u1": {"c"}, "u2": {"d"}}, 2, 10)
+    assert ranking["coverage"] == got["coverage"]
+    bare = diversity_report(recs, 2, 10)
+    assert np.isnan(bare["intra_list_diversity"]) and np.isnan(bare["novelty"]) and bare["gini"] == pytest.approx(0.6)
+    as_sets = {k: frozenset([v] if isinstance(v, str) else v) for k, v in CATEGORIES.items() if v}
+    inputs = DiversityInputs(as_sets, popularity, 4)
+    assert inputs.report(recs, 2, 10) == pytest.approx(got)
+    assert np.isnan(DiversityInputs({}, {}, 0).report(recs, 2, 10)["novelty"])
+    with pytest.raises(ValueError, match="both item_popularity and n_users"):
+        diversity_report(recs, 2, 10, item_popularity=popularity)
+    with pytest.raises(ValueError, match="k must be"):
+        diversity_report(recs, 0, 10)
+
+
+@pytest.mark.spark
+def test_diversity_inputs_and_lists_from_spark(spark):
+    import datetime as dt
+
+    train = spark.createDataFrame([("u1", "a"), ("u1", "a"), ("u2", "a"), ("u2", "b"), ("u3", None)],
+                                  "user_key string, item_id string")
+    d1, d2 = dt.date(2024, 1, 1), dt.date(2024, 1, 2)
+    items = spark.createDataFrame(
+        [("a", ["drama", "thriller"], d1), ("a", ["comedy"], d2), ("b", ["unknown"], d1),
+         ("c", ["drama", "unknown"], d1), (None, ["drama"], d1)],
+        "item_id string, categories array<string>, snapshot_date date")
+    got = diversity_inputs_spark(train, items)
+    # a: its newest snapshot; b: 'unknown' is no category; u3 has no item, so 2 training users.
+    assert got == DiversityInputs({"a": frozenset({"comedy"}), "c": frozenset({"drama"})}, {"a": 2, "b": 1}, 2)
+    older = spark.createDataFrame([("a", "drama"), ("b", None)], "item_id string, category string")
+    assert diversity_inputs_spark(train, older).item_category == {"a": frozenset({"drama"})}
+    assert diversity_inputs_spark(train).item_category == {}
+
+    recs = spark.createDataFrame([("u1", "b", 2), ("u1", "a", 1), ("u1", "c", 1), ("u2", "c", 1), ("u9", "a", 1)],
+                                 "user_key string, item_id string, rank int")
+    users = spark.createDataFrame([("u1",), ("u2",), ("u2",)], "user_key string")
+    assert ranked_lists_spark(recs, users) == {"u1": ["a", "c", "b"], "u2": ["c"]}
 
 def _frames(spark, recommended, relevant):
     recs = [(u, item, rank) for u, items in recommended.items() for rank, item in enumerate(items, start=1)]
