@@ -293,14 +293,16 @@ def _category_sets(item_category: Mapping[Hashable, "str | Collection[str] | Non
             continue
         values = (value,) if isinstance(value, str) else value
         if not isinstance(values, Collection) or not all(isinstance(c, str) for c in values):
-            raise ValueError(f"the category of item {item!r} must be a string or a collection of strings, got {value!r}")
+            raise ValueError(f"the category of item {item!r} must be a string or a collection of strings, "
+                             f"got {value!r}")
         if values:
             sets[item] = frozenset(values)
     return sets
 
 
 def intra_list_diversity(recommended: Mapping[Hashable, Sequence[Hashable]],
-                         item_category: Mapping[Hashable, "str | Collection[str] | None"], k: int | None = None) -> float:
+                         item_category: Mapping[Hashable, "str | Collection[str] | None"],
+                         k: int | None = None) -> float:
     """Mean over users of the mean category distance of the pairs of items in the user's list.
 
     An item's categories are a set (MovieLens films have several genres; a string is a set of one).
@@ -358,7 +360,8 @@ def diversity_report(recommended: Mapping[Hashable, Sequence[Hashable]], k: int,
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if (item_popularity is None) != (n_users is None):
-        raise ValueError("novelty needs both item_popularity and n_users (the number of training users); pass both or neither")
+        raise ValueError("novelty needs both item_popularity and n_users (the number of training users); "
+                         "pass both or neither")
     nan = float("nan")
     return {
         "coverage": catalog_coverage(_top_lists(recommended, k), catalog_size),

@@ -9,7 +9,8 @@
    config on top of the profile (PORTRAIT_DATASET) and the evaluate.pipeline_overrides settings;
 3. score: publish.recommendations of the run date (read as Delta), and the baselines of ml/baselines.py
    trained on the run's silver.events (the training part as the model saw it), all scored by one scorer
-   (ml.baselines.evaluate_recommender) against the same truth;
+   (ml.baselines.evaluate_recommender) against the same truth, and the truth users' top-k lists by
+   ml.evaluate.diversity_report (coverage, Gini, intra-list diversity, novelty, distinct items);
 4. report: the table printed, logged to an MLflow run (experiment evaluate.experiment) in the caller's
    store, and written to the work folder as JSON and Markdown.
 
@@ -42,7 +43,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 RECOMMENDERS = ("model", "popularity", "cooccurrence", "als", "ease")
-METRICS = ("precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "coverage")
+METRICS = ("precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k")
+DIVERSITY = ("coverage", "gini", "intra_list_diversity", "novelty", "distinct_items")   # ml.evaluate.diversity_report
 ENV_DATASET = "PORTRAIT_DATASET"
 HELDOUT_FILE = "heldout.parquet"
 STEP_LINE = re.compile(r"^(\w+) \(([\d.]+)s\): (.*)$")
@@ -266,12 +268,16 @@ def score(spark: "SparkSession", lake: Config, heldout_path: Path, run_date: dt.
           ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """({recommender: metrics}, facts about the truth) for the published lists and every baseline.
 
-    With `train_rows` (--baselines-only) the baselines train on those rows and there is no model row.
+    Accuracy (METRICS) comes from the scorer over all truth users; the diversity figures (DIVERSITY)
+    from the same users' top-k lists, with item categories from silver.items (newest snapshot up to
+    the run date) and popularity from the training events. With `train_rows` (--baselines-only) the
+    baselines train on those rows, there is no model row, and no item has a category (no silver.items).
     """
     from pyspark.sql import functions as F
 
     from jobs.common.delta import read_table, table_exists
     from ml.baselines import evaluate_recommender
+    from ml.evaluate import diversity_inputs_spark, ranked_lists_spark
 
     if train_rows is None:
         for table in ("silver.events", "publish.recommendations"):
@@ -311,25 +317,46 @@ def score(spark: "SparkSession", lake: Config, heldout_path: Path, run_date: dt.
         lists[name] = recommend(train, users).cache()
         lists[name].count()
         results[name] = {"seconds": round(time.monotonic() - started, 1)}
-    for name in [r for r in RECOMMENDERS if r in lists]:
+    names = [r for r in RECOMMENDERS if r in lists]
+    top = {name: ranked_lists_spark(lists[name], users) for name in names}
+    items = (read_table(spark, lake, "silver.items").where(F.col("snapshot_date") <= F.lit(run_date))
+             if train_rows is None and table_exists(spark, lake, "silver.items") else None)
+    diversity = diversity_inputs_spark(train, items)
+    # Coverage and Gini count over the training items and any item a list names beyond them, the same
+    # catalogue for every row (a model may list an item nobody had in training).
+    outside = {item for lists_ in top.values() for items_ in lists_.values() for item in items_} \
+        - set(diversity.item_popularity)
+    catalogue = catalog_size + len(outside)
+    facts.update({"catalog_items_listed_outside_training": len(outside), "train_users": diversity.n_users,
+                  "items_with_a_category": len(diversity.item_category)})
+    for name in names:
         metrics = evaluate_recommender(lists[name], truth, params.k, catalog_size)
-        results[name] = {**{m: float(metrics[m]) for m in METRICS}, "users": float(metrics["users"]),
+        results[name] = {**{m: float(metrics[m]) for m in METRICS},
+                         **diversity.report(top[name], params.k, catalogue), "users": float(metrics["users"]),
                          "seen_share": seen_share(lists[name], train, params.k), **results.get(name, {})}
     return results, facts
 
 
 # --- 4. report -------------------------------------------------------------------------------------
 
+def _figure(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None or value != value else f"{value:.{digits}f}"
+
+
 def table_markdown(results: Mapping[str, Mapping[str, float]], k: int) -> str:
-    header = (f"| recommender | P@{k} | R@{k} | nDCG@{k} | MAP@{k} | coverage | seen in top {k} | users | "
-              "fit+predict (s) |\n|---|---|---|---|---|---|---|---|---|")
+    """The accuracy and diversity of every recommender, one row each (n/a: nothing to measure)."""
+    header = (f"| recommender | P@{k} | R@{k} | nDCG@{k} | MAP@{k} | coverage | Gini | ILD | novelty (bits) | "
+              f"distinct items | seen in top {k} | users | fit+predict (s) |\n" + "|---" * 13 + "|")
     lines = [header]
     for name in [r for r in RECOMMENDERS if r in results]:
         r = results[name]
         seconds = r.get("seconds")
+        distinct = r.get("distinct_items")
         lines.append(f"| {name} | {r['precision_at_k']:.4f} | {r['recall_at_k']:.4f} | {r['ndcg_at_k']:.4f} | "
-                     f"{r['map_at_k']:.4f} | {r['coverage']:.4f} | {r['seen_share']:.4f} | {int(r['users']):,} | "
-                     f"{'pipeline' if seconds is None else f'{seconds:.1f}'} |")
+                     f"{r['map_at_k']:.4f} | {_figure(r.get('coverage'))} | {_figure(r.get('gini'))} | "
+                     f"{_figure(r.get('intra_list_diversity'))} | {_figure(r.get('novelty'), 2)} | "
+                     f"{'n/a' if distinct is None else f'{int(distinct):,}'} | {r['seen_share']:.4f} | "
+                     f"{int(r['users']):,} | {'pipeline' if seconds is None else f'{seconds:.1f}'} |")
     return "\n".join(lines)
 
 
@@ -469,5 +496,5 @@ def evaluate(name: str, protocol: str, cfg: Config | None = None, datasets: Modu
     return record
 
 
-__all__ = ["EvaluateParams", "EvaluationError", "evaluate", "heldout_frame", "step_seconds",
+__all__ = ["DIVERSITY", "EvaluateParams", "EvaluationError", "evaluate", "heldout_frame", "step_seconds",
            "prepare", "score", "table_markdown", "truth_pairs", "work_environment"]

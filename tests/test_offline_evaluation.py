@@ -271,3 +271,97 @@ def test_baselines_only_trains_on_the_training_interactions_with_the_sources_eve
     # Row 1 is held out; a source without a constant event type counts as purchases.
     assert rows.values.tolist() == [[pseudonymise_py(key, "7"), "m1", "rating", dt.date(2026, 11, 1)],
                                     [pseudonymise_py(key, "8"), "p1", "purchase", dt.date(2026, 11, 1)]]
+
+
+# --- diversity beside accuracy: every row of the table, the model's included -------------------------
+
+@pytest.mark.spark
+def test_score_measures_the_diversity_of_every_recommender(spark, tmp_path):
+    """score() on a hand-made lakehouse: the model's lists from publish.recommendations, categories from
+    silver.items, popularity from silver.events; the figures of the model and popularity by hand."""
+    from jobs.common.delta import table_path
+    from ml.splits import SplitParams
+    from portrait.evaluate import DIVERSITY, EvaluateParams, score, table_markdown
+    from tests.conftest import make_config
+
+    lake = make_config(tmp_path / "lake")
+    d = dt.date(2026, 11, 1)
+    tables = {
+        # Training: a has x, y; b has x, z; c has x: popularity x 3, y 1, z 1 of 3 users; w is never trained.
+        "silver.events": spark.createDataFrame(
+            [("a", "x", "purchase", d), ("a", "y", "purchase", d), ("b", "x", "purchase", d),
+             ("b", "z", "purchase", d), ("c", "x", "purchase", d)],
+            "user_key string, item_id string, event_type string, event_date date"),
+        "silver.items": spark.createDataFrame(
+            [("x", ["drama"], d), ("y", ["comedy"], d), ("z", ["drama", "thriller"], d), ("w", ["unknown"], d),
+             ("z", ["horror"], d + dt.timedelta(days=1))],      # a later snapshot than the run date: not read
+            "item_id string, categories array<string>, snapshot_date date"),
+        "publish.recommendations": spark.createDataFrame(
+            [("a", "z", 1, d), ("a", "w", 2, d), ("b", "y", 1, d), ("b", "w", 2, d), ("c", "x", 1, d),
+             ("c", "z", 2, d), ("c", "y", 3, d), ("a", "y", 1, d - dt.timedelta(days=1))],
+            "user_key string, item_id string, rank int, as_of_date date"),
+    }
+    for name, frame in tables.items():
+        frame.write.format("delta").save(table_path(lake, name))
+    heldout = tmp_path / "heldout.parquet"
+    pd.DataFrame({"user_key": ["a", "a", "b", "c", "c"], "item_id": ["z", "w", "y", "y", "z"]}).to_parquet(heldout)
+    params = EvaluateParams(split=SplitParams.from_config(lake), k=2, work_dir=str(tmp_path), experiment="e",
+                            ease_l2=1.0, ease_max_items=None, als_rank=2, als_max_iter=2, pipeline_timeout_minutes=1)
+
+    results, facts = score(spark, lake, heldout, d, params)
+
+    assert facts["catalog_items"] == 3 and facts["catalog_items_listed_outside_training"] == 1   # w
+    assert facts["train_users"] == 3 and facts["items_with_a_category"] == 3                     # w is unknown
+    log3 = np.log2(3)
+    # The model's top 2: a z, w; b y, w; c x, z. Catalogue x, y, z + w = 4, all shown: coverage 1.
+    # Counts z 2, w 2, y 1, x 1: sorted 1, 1, 2, 2, sum (2i - 5) c = -3 - 1 + 2 + 6 = 4, Gini 4 / (4 * 6) = 1/6.
+    # ILD: a and b pair an item with w (no category): skipped; c: {drama} vs {drama, thriller}: 1/2.
+    # Novelty: a (log2 3 [z] + log2 3 [w, as one user]) / 2, b likewise, c (0 [x] + log2 3) / 2.
+    assert {m: results["model"][m] for m in DIVERSITY} == pytest.approx(
+        {"coverage": 1.0, "gini": 1 / 6, "intra_list_diversity": 0.5, "novelty": (log3 + log3 + log3 / 2) / 3,
+         "distinct_items": 4.0})
+    # Popularity without the user's training items: a z; b y; c y, z. Coverage 2/4; counts 0, 0, 2, 2:
+    # Gini (-3*0 - 1*0 + 1*2 + 3*2) / (4 * 4) = 1/2; ILD only c: comedy vs drama|thriller, 1;
+    # every listed item has 1 training user: log2 3.
+    assert {m: results["popularity"][m] for m in DIVERSITY} == pytest.approx(
+        {"coverage": 0.5, "gini": 0.5, "intra_list_diversity": 1.0, "novelty": log3, "distinct_items": 2.0})
+    for name in ("cooccurrence", "als", "ease"):
+        r = results[name]
+        assert set(DIVERSITY) <= set(r) and 1 <= r["distinct_items"] <= 3 and 0.0 <= r["gini"] <= 0.75, name
+    table = table_markdown(results, 2)
+    assert "| coverage | Gini | ILD | novelty (bits) | distinct items |" in table
+    assert "| popularity | " in table and "| 0.5000 | 0.5000 | 1.0000 | 1.58 | 2 | 0.0000 |" in table
+
+
+def test_table_markdown_says_n_a_where_a_figure_has_nothing_to_measure():
+    from portrait.evaluate import table_markdown
+
+    row = {"precision_at_k": 0.1, "recall_at_k": 0.2, "ndcg_at_k": 0.3, "map_at_k": 0.05, "coverage": 0.25,
+           "gini": 0.5, "intra_list_diversity": float("nan"), "novelty": 3.14159, "distinct_items": 1234.0,
+           "seen_share": 0.0, "users": 12.0, "seconds": 1.5}
+    lines = table_markdown({"ease": row}, 10).splitlines()
+    assert lines[2] == ("| ease | 0.1000 | 0.2000 | 0.3000 | 0.0500 | 0.2500 | 0.5000 | n/a | 3.14 | 1,234 | "
+                        "0.0000 | 12 | 1.5 |")
+    assert len(lines[0].split("|")) == len(lines[1].split("|")) == len(lines[2].split("|"))
+    with pytest.raises(KeyError):
+        table_markdown({"ease": {k: v for k, v in row.items() if k != "ndcg_at_k"}}, 10)
+
+
+def test_every_recommenders_diversity_goes_to_mlflow(tmp_path):
+    import mlflow
+
+    from portrait.evaluate import log_to_mlflow
+    from tests.conftest import make_config
+
+    cfg = make_config(tmp_path)
+    figures = {"ndcg_at_k": 0.3, "coverage": 0.25, "gini": 0.5, "intra_list_diversity": float("nan"),
+               "novelty": 3.5, "distinct_items": 12.0}
+    record = {"split": "random", "k": 10, "collect_days": 3, "facts": {"run_date": "2026-11-01", "truth_users": 4},
+              "results": {"model": figures, "ease": {**figures, "gini": 0.75}}, "step_seconds": {},
+              "model_quality": {}, "wall_seconds": 1.0}
+    run_id = log_to_mlflow(cfg, "diversity-test", "tiny", "random", record, [])
+    metrics = mlflow.MlflowClient(tracking_uri=cfg.mlflow_tracking_uri).get_run(run_id).data.metrics
+    assert {m: v for m, v in metrics.items() if m.startswith(("model_", "ease_"))} == {
+        "model_ndcg_at_k": 0.3, "model_coverage": 0.25, "model_gini": 0.5, "model_novelty": 3.5,
+        "model_distinct_items": 12.0, "ease_ndcg_at_k": 0.3, "ease_coverage": 0.25, "ease_gini": 0.75,
+        "ease_novelty": 3.5, "ease_distinct_items": 12.0}     # NaN (no category) is left out, not logged as 0
