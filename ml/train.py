@@ -30,8 +30,8 @@ from ml.dataset import (
     snapshot_root, user_numeric, write_snapshot,
 )
 from ml.evaluate import (
-    binary_report, ndcg_per_user, per_tag_f1, planted_interest_f1, ranking_report, segment_agreement, tag_report,
-    top_k_tags,
+    DiversityInputs, binary_report, ndcg_per_user, per_tag_f1, planted_interest_f1, ranking_report, segment_agreement,
+    tag_report, top_k_tags,
 )
 from ml.segments import PLANTED_TO_SEGMENTS
 
@@ -169,11 +169,25 @@ def model_recommendations(scorer: "Scorer", holdout: Holdout, k: int, item_vecto
     return ranked_lists(scores.user_keys, items.item_ids, top), scores
 
 
-def evaluate_candidate(scorer: "Scorer", holdout: Holdout, k: int) -> tuple[dict[str, float], dict[str, Any]]:
-    """Ranking metrics on the holdout users, plus tags, churn and segment metrics on the test rows."""
+def holdout_diversity(recs: dict[str, list[str]], holdout: Holdout, k: int,
+                      diversity: DiversityInputs | None) -> dict[str, float]:
+    """Gini, intra-list diversity, novelty and distinct items of the holdout users' top k
+    (ml.evaluate.diversity_report; coverage stays ranking_report's). The catalogue is the test date's
+    items and any item a list names beyond them. Without `diversity` (no Spark inputs) intra-list
+    diversity and novelty are NaN, which MLflow does not log."""
+    lists = {u: recs.get(u, []) for u in holdout.truth}
+    catalogue = len(set(holdout.items.column("item_id").to_pylist()).union(*lists.values()))
+    report = (diversity or DiversityInputs({}, {}, 0)).report(lists, k, catalogue)
+    return {m: v for m, v in report.items() if m != "coverage"}
+
+
+def evaluate_candidate(scorer: "Scorer", holdout: Holdout, k: int,
+                       diversity: DiversityInputs | None = None) -> tuple[dict[str, float], dict[str, Any]]:
+    """Ranking and diversity metrics on the holdout users, plus tags, churn and segment metrics on the test rows."""
     item_vectors = scorer.items(holdout.items)
     recs, _ = model_recommendations(scorer, holdout, k, item_vectors)
     metrics = ranking_report(recs, holdout.truth, k, holdout.catalog_size)
+    metrics.update(holdout_diversity(recs, holdout, k, diversity))
     scores = scorer.score(holdout.table, item_vectors[0])
     targets, weights = encode_labels(holdout.table, scorer.spec,
                                      LossWeights(np.ones(len(scorer.spec.segments), np.float32), holdout.boundary))
@@ -407,7 +421,8 @@ class TrainOutcome:
 
 def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
                        baseline_recs: dict[str, dict[str, list[str]]], run_date: dt.date,
-                       extra_params: dict[str, Any] | None = None) -> TrainOutcome:
+                       extra_params: dict[str, Any] | None = None,
+                       diversity: DiversityInputs | None = None) -> TrainOutcome:
     import mlflow
 
     from jobs.common.feature_windows import FeatureWindows
@@ -441,10 +456,10 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
         if learned is not None:
             set_repeat_scale(final.models.profile, learned * tuning.repeat_multiplier)
     scorer = Scorer(final.models.profile, final.models.item, spec)
-    metrics, detail = evaluate_candidate(scorer, holdout, k)
+    metrics, detail = evaluate_candidate(scorer, holdout, k, diversity)
     ground_truth = ground_truth_report(cfg, detail["scores"], spec, holdout.table)
-    baselines = {name: ranking_report(recs, holdout.truth, k, holdout.catalog_size)
-                 for name, recs in baseline_recs.items()}
+    baselines = {name: {**ranking_report(recs, holdout.truth, k, holdout.catalog_size),
+                        **holdout_diversity(recs, holdout, k, diversity)} for name, recs in baseline_recs.items()}
 
     configure_mlflow(cfg)
     candidate = Scored(metrics, ndcg_per_user(detail["recs"], holdout.truth, k))
@@ -655,6 +670,21 @@ def baseline_recommendations(spark: "SparkSession", cfg: Config, plan: SplitPlan
     return out
 
 
+def diversity_inputs(spark: "SparkSession", cfg: Config, plan: SplitPlan) -> DiversityInputs:
+    """Item categories (silver.items up to the run date) and popularity among the users of the events up
+    to the test as-of date (what every recommender could see), for the holdout's diversity figures."""
+    from pyspark.sql import functions as F
+
+    from jobs.common.delta import read_table as read_delta
+    from ml.evaluate import diversity_inputs_spark
+
+    events = read_delta(spark, cfg, "silver.events").where(F.col("event_date") <= F.lit(plan.test_as_of))
+    if "landed_date" in events.columns:
+        events = events.where(F.col("landed_date").isNull() | (F.col("landed_date") <= F.lit(plan.run_date)))
+    items = read_delta(spark, cfg, "silver.items").where(F.col("snapshot_date") <= F.lit(plan.run_date))
+    return diversity_inputs_spark(events, items)
+
+
 def _sample_users(spark: "SparkSession", cfg: Config, run_date: dt.date, limit: int):
     """`limit` users chosen by hash (the same ones every run), as a one-column DataFrame."""
     from pyspark.sql import functions as F
@@ -697,7 +727,8 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, retrain: str = "a
     holdout = load_holdout(snapshot, int(cfg.get("model.eval_max_users", 50_000)))
     baseline_recs = baseline_recommendations(spark, cfg, plan, holdout.users, k)
     outcome = train_and_register(cfg, snapshot, holdout, baseline_recs, run_date,
-                                 {"retrain": retrain, "retrain_reason": why, "sample_users": limit or ""})
+                                 {"retrain": retrain, "retrain_reason": why, "sample_users": limit or ""},
+                                 diversity_inputs(spark, cfg, plan))
     result.details.update({
         "retrained": True, "reason": why, "run_id": outcome.run_id, "model_version": outcome.version,
         "alias": outcome.alias, "gate_reason": outcome.reason,

@@ -106,15 +106,30 @@ def test_a_worse_configuration_does_not_move_champion(tmp_path, snapshot):
 def test_a_candidate_that_loses_to_a_baseline_stays_challenger(tmp_path, snapshot):
     from ml.train import load_holdout, train_and_register
 
+    from ml.evaluate import DiversityInputs, gini_coefficient, intra_list_diversity
+
     holdout = load_holdout(snapshot, 10_000)
     perfect = {user: sorted(items) for user, items in holdout.truth.items()}
+    # Diversity inputs by hand: each item's category is the last character of its id; every item has
+    # 1 of 2 training users (unknown items count as 1 too), so every list's novelty is log2(2/1) = 1 bit.
+    item_ids = holdout.items.column("item_id").to_pylist()
+    diversity = DiversityInputs({i: frozenset({i[-1]}) for i in item_ids}, {i: 1 for i in item_ids}, 2)
     cfg = _cfg(tmp_path, epochs=1, refit="false", gate_baselines="[oracle]", gate_min_users=1000)
-    outcome = train_and_register(cfg, snapshot, holdout, {"oracle": perfect}, D)
+    outcome = train_and_register(cfg, snapshot, holdout, {"oracle": perfect}, D, diversity=diversity)
     assert outcome.alias == CHALLENGER
     assert "does not beat baseline oracle" in outcome.reason
     assert f"holdout of {len(holdout.truth)} users is below model.gate_min_users=1000" in outcome.reason
     assert outcome.baselines["oracle"]["recall_at_k"] > outcome.metrics["recall_at_k"]
+    oracle = outcome.baselines["oracle"]
+    assert oracle["novelty"] == pytest.approx(1.0) and outcome.metrics["novelty"] == pytest.approx(1.0)
+    assert oracle["gini"] == pytest.approx(gini_coefficient(perfect, len(item_ids), 10))
+    assert oracle["intra_list_diversity"] == pytest.approx(intra_list_diversity(perfect, diversity.item_category, 10))
+    assert oracle["distinct_items"] == len({i for items in perfect.values() for i in items[:10]})
+    assert 0.0 <= outcome.metrics["gini"] < 1.0 and outcome.metrics["distinct_items"] >= 1
     client, name, _ = _registry(_cfg(tmp_path))
+    logged = client.get_run(outcome.run_id).data.metrics
+    assert logged["baseline_oracle_gini"] == pytest.approx(oracle["gini"])
+    assert logged["test_novelty"] == pytest.approx(1.0) and "test_intra_list_diversity" in logged
     with pytest.raises(Exception):
         client.get_model_version_by_alias(name, CHAMPION)
 
