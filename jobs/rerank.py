@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from jobs.common.config import Config
     from pyspark.sql import DataFrame
 
-SOURCES: tuple[str, ...] = ("embedding", "tag", "similar_item", "seen", "neighbour")
+SOURCES: tuple[str, ...] = ("embedding", "tag", "similar_item", "seen", "neighbour", "item_item")
 # How `seen` words the event type of the user's most recent step on the item.
 SEEN_VERBS = {"view": "viewed", "click": "clicked", "add_to_cart": "put in your cart",
               "remove_from_cart": "took out of your cart", "purchase": "bought", "review": "reviewed",
@@ -216,7 +216,8 @@ def reason(source: str, evidence: str | None, category: str | None) -> str:
 
     tag: evidence is the interest tag; similar_item: evidence names the viewed item; neighbour:
     evidence names the item of the user's sequence that other users chose together with this one;
-    seen: evidence is the event type of the user's latest step on this very item; embedding: the
+    item_item: evidence names the item of the user's whole history that the item-item term (EASE)
+    links this one to; seen: evidence is the event type of the user's latest step on this very item; embedding: the
     item's category is the readable part of an embedding match.
     """
     evidence = (evidence or "").strip()
@@ -229,4 +230,7 @@ def reason(source: str, evidence: str | None, category: str | None) -> str:
     if source == "neighbour":
         return f"often chosen together with an item you viewed ({evidence})" if evidence else \
             "often chosen together with items you viewed"
+    if source == "item_item":
+        return f"people who chose an item you had ({evidence}) also chose this" if evidence else \
+            "people with your history also chose this"
     return f"fits your taste profile in {category_label(category)}"

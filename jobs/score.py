@@ -93,11 +93,14 @@ def transform_profile(features: "DataFrame", scored: "DataFrame", model_version:
 def candidate_sources(candidate_categories: np.ndarray, top_tags: np.ndarray, seq_categories: np.ndarray,
                       seq_items: np.ndarray, candidate_items: np.ndarray | None = None,
                       seq_event_types: np.ndarray | None = None,
-                      neighbour_items: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      neighbour_items: np.ndarray | None = None,
+                      item_item_items: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(source, evidence) for each candidate (users x candidates), the rule the re-ranker words:
 
     'seen' when the candidate itself is in the user's sequence (evidence: the event type of the most
-    recent step on it; needs `candidate_items` and `seq_event_types`); else 'neighbour' when the
+    recent step on it; needs `candidate_items` and `seq_event_types`); else 'item_item' when the
+    item-item term links it to an item of the user's whole history (evidence: `item_item_items`, that
+    item, from ml.itemitem.ItemItem.evidence); else 'neighbour' when the
     neighbour term links it to an item of the sequence (evidence: `neighbour_items`, that item,
     from ml.neighbours.neighbour_evidence); else 'tag' when the candidate's category is one of the
     user's top tags (evidence: the category); else 'similar_item' when the user's sequence holds an
@@ -120,6 +123,10 @@ def candidate_sources(candidate_categories: np.ndarray, top_tags: np.ndarray, se
         linked = neighbour_items != ""
         source[linked] = "neighbour"
         evidence[linked] = neighbour_items[linked]
+    if item_item_items is not None:
+        linked = item_item_items != ""
+        source[linked] = "item_item"
+        evidence[linked] = item_item_items[linked]
     if candidate_items is not None and seq_event_types is not None and seq_items.shape[1]:
         rows, cols, last = _latest_match(candidate_items, seq_items)
         source[rows, cols] = "seen"
@@ -166,13 +173,24 @@ def _consumed_positions(users: "pa.Table", item_ids) -> list[np.ndarray] | None:
             for consumed in users.column("consumed_item_ids").to_pylist()]
 
 
+def _history_positions(users: "pa.Table", item_ids) -> list[list[int]] | None:
+    """Each row's `history_item_ids` as positions in `item_ids`; None without the column."""
+    from ml.itemitem import HISTORY_COLUMN, positions_of
+
+    if HISTORY_COLUMN not in users.column_names:
+        return None
+    return positions_of(users.column(HISTORY_COLUMN).to_pylist(), {item: i for i, item in enumerate(item_ids)})
+
+
 def score_batch(scorer: "Scorer", users: "pa.Table", item_table, item_categories: np.ndarray,
-                item_vectors: np.ndarray, n_candidates: int, neighbours=None) -> "pa.Table":
+                item_vectors: np.ndarray, n_candidates: int, neighbours=None, item_item=None) -> "pa.Table":
     """Model outputs and embedding candidates for one batch of gold rows, as an Arrow table (SCORED_SCHEMA).
 
     `item_table`, `item_categories` and `item_vectors` describe the day's items (Scorer.items), row i
     of each being item_table.item_ids[i]; `neighbours` is the day's item similarity for the
-    neighbour term (from all of the day's users, not only this batch), None without it.
+    neighbour term and `item_item` the day's EASE weights for the item-item term (both from all of
+    the day's users, not only this batch), None without them. The item-item term reads each row's
+    history from its `history_item_ids` column (ml.itemitem.HISTORY_COLUMN).
     """
     import pyarrow as pa
 
@@ -183,7 +201,7 @@ def score_batch(scorer: "Scorer", users: "pa.Table", item_table, item_categories
     spec = scorer.spec
     dim = scores.embeddings.shape[1] - 1          # the last component is the constant 1 of the bias trick
     order = np.argsort(-scores.tag_scores, axis=1, kind="stable")
-    history = scores.history(item_table, neighbours)
+    history = scores.history(item_table, neighbours, item_item, _history_positions(users, item_ids))
     top, raw = top_items(scores.embeddings, item_vectors, n_candidates, history=history,
                          excluded=_consumed_positions(users, item_ids))
     relative = relative_scores(raw)
@@ -200,8 +218,12 @@ def score_batch(scorer: "Scorer", users: "pa.Table", item_table, item_categories
         from ml.neighbours import neighbour_evidence
 
         linked = _at(item_array, neighbour_evidence(history.positions, history.weights, history.neighbours, top))
+    item_item_linked = None
+    if history is not None and history.uses_item_item:
+        item_item_linked = _at(item_array, history.item_item.evidence(history.item_histories, top, len(item_ids)))
     source, evidence = candidate_sources(candidate_categories, tags[order[:, :TAG_EVIDENCE_TOP]],
-                                         seq_categories, seq_items, candidate_items, seq_event_types, linked)
+                                         seq_categories, seq_items, candidate_items, seq_event_types, linked,
+                                         item_item_linked)
     rows: dict[str, list] = {k: [] for k in ("user_key", "interest_tags", "top_categories", "model_segment",
                                              "model_churn", "user_embedding", "candidates")}
     for u, key in enumerate(scores.user_keys):
@@ -235,7 +257,8 @@ def scored_arrow_schema() -> "pa.Schema":
 
 
 def _partition_scorer(model_uri: str, version: str, item_table, item_categories: np.ndarray,
-                      item_vectors: np.ndarray, n_candidates: int, batch_rows: int, neighbours=None):
+                      item_vectors: np.ndarray, n_candidates: int, batch_rows: int, neighbours=None,
+                      item_item=None):
     """The mapInArrow function: loads the model once per partition (on the executor), then scores."""
 
     def score_partition(batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
@@ -251,9 +274,20 @@ def _partition_scorer(model_uri: str, version: str, item_table, item_categories:
             table = pa.Table.from_batches([batch])
             for start in range(0, table.num_rows, batch_rows):
                 yield from score_batch(scorer, table.slice(start, batch_rows), item_table, item_categories,
-                                       item_vectors, n_candidates, neighbours).to_batches()
+                                       item_vectors, n_candidates, neighbours, item_item).to_batches()
 
     return score_partition
+
+
+def _item_item(scorer: "Scorer", users: "DataFrame", item_table):
+    """The day's item-item weights from every user's history (the rows' history_item_ids), on the
+    driver; None for a model without the term."""
+    from ml.itemitem import HISTORY_COLUMN
+
+    if not scorer.uses_item_item or HISTORY_COLUMN not in users.columns:
+        return None
+    histories = _history_positions(users.select(HISTORY_COLUMN).toArrow(), item_table.item_ids)
+    return scorer.item_item(histories, item_table)
 
 
 def score_users(spark: "SparkSession", cfg: Config, scorer: "Scorer", model_uri: str, users: "DataFrame",
@@ -265,16 +299,17 @@ def score_users(spark: "SparkSession", cfg: Config, scorer: "Scorer", model_uri:
     n_candidates = int(cfg.get("recommend.candidates", 100))
     batch_rows = int(cfg.get("score.batch_users", 4096))
     count = users.count()
+    item_item = _item_item(scorer, users, item_table)
     if count > int(cfg.get("score.distributed_above_users", 200_000)):
         scorer_fn = _partition_scorer(model_uri, scorer.version, item_table, categories, vectors,
-                                      n_candidates, batch_rows, scorer.spark_neighbours(users, item_table))
+                                      n_candidates, batch_rows, scorer.spark_neighbours(users, item_table), item_item)
         return users.mapInArrow(scorer_fn, SCORED_SCHEMA), count
     tables = []
     arrow = users.toArrow()
     neighbours = scorer.neighbours(arrow, item_table)
     for start in range(0, arrow.num_rows, batch_rows):
         tables.append(score_batch(scorer, arrow.slice(start, batch_rows), item_table, categories, vectors,
-                                  n_candidates, neighbours))
+                                  n_candidates, neighbours, item_item))
     import pyarrow as pa
 
     scored = pa.concat_tables(tables) if tables else scored_arrow_schema().empty_table()
@@ -364,6 +399,13 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date) -> StepResult:
     users = user_rows(spark, cfg, run_date, scorer.spec.tags).join(
         consumed.groupBy("user_key").agg(F.sort_array(F.collect_set("item_id")).alias("consumed_item_ids")),
         "user_key", "left")
+    if scorer.uses_item_item:          # each user's whole history for the item-item term (ml/itemitem.py)
+        from ml.itemitem import HISTORY_COLUMN, ItemItemSettings, history_pairs
+
+        days = ItemItemSettings(**scorer.spec.item_item).history_days
+        users = users.join(history_pairs(read_table(spark, cfg, "silver.events"), run_date, days)
+                           .groupBy("user_key").agg(F.sort_array(F.collect_set("item_id")).alias(HISTORY_COLUMN)),
+                           "user_key", "left")
     scored, users_in = score_users(spark, cfg, scorer, champion_uri(cfg), users, items)
     scored = scored.cache()
 

@@ -73,7 +73,7 @@ def _event_weight() -> "Column":
     return F.coalesce(F.try_element_at(weights, F.col("event_type")), F.lit(0.0)).cast("double")
 
 
-def _weighted(train: "DataFrame") -> "DataFrame":
+def weighted_events(train: "DataFrame") -> "DataFrame":
     """Events that say something about an item: an item id and a positive event weight."""
     from pyspark.sql import functions as F
 
@@ -127,7 +127,7 @@ def item_popularity(train: "DataFrame") -> "DataFrame":
     """(item_id, score): the sum of event weights (jobs.features.EVENT_WEIGHTS) per item."""
     from pyspark.sql import functions as F
 
-    return _weighted(train).groupBy("item_id").agg(F.sum("weight").alias("score"))
+    return weighted_events(train).groupBy("item_id").agg(F.sum("weight").alias("score"))
 
 
 def popularity(
@@ -155,7 +155,7 @@ def user_affinity(train: "DataFrame", half_life_days: float | None = 30.0, as_of
     """
     from pyspark.sql import functions as F
 
-    weighted = _weighted(train)
+    weighted = weighted_events(train)
     if half_life_days is not None:
         if half_life_days <= 0:
             raise ValueError(f"half_life_days must be positive or None, got {half_life_days}")
@@ -176,7 +176,7 @@ def item_similarity(train: "DataFrame", similarity: str = "jaccard", min_cooccur
     """
     if similarity not in SIMILARITIES:
         raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
-    return pair_similarity(_weighted(train).select("user_key", "item_id").distinct(), similarity, min_cooccurrence)
+    return pair_similarity(weighted_events(train).select("user_key", "item_id").distinct(), similarity, min_cooccurrence)
 
 
 def pair_similarity(pairs: "DataFrame", similarity: str, min_cooccurrence: int = 1) -> "DataFrame":
@@ -235,7 +235,7 @@ def als(
     from pyspark.sql import functions as F
 
     _check_k(k)
-    ratings = _weighted(train).groupBy("user_key", "item_id").agg(F.sum("weight").alias("confidence"))
+    ratings = weighted_events(train).groupBy("user_key", "item_id").agg(F.sum("weight").alias("confidence"))
     indexer = StringIndexer(
         inputCols=["user_key", "item_id"], outputCols=["user_idx", "item_idx"], stringOrderType="alphabetAsc"
     )
@@ -286,7 +286,7 @@ def ease(
     from pyspark.sql import functions as F
 
     _check_k(k)
-    pairs = _weighted(train).select("user_key", "item_id").distinct().toPandas()
+    pairs = weighted_events(train).select("user_key", "item_id").distinct().toPandas()
     excluded = _excluded(train, exclude_purchased, remove_seen)
     spark = train.sparkSession
     schema = "user_key string, item_id string, rank int, score double"

@@ -577,6 +577,10 @@ class ModelSpec:
     # how many neighbours each item keeps.
     neighbour_scale: float = 0.0
     neighbour_top_n: int = 100
+    # The item-item term (ml/itemitem.py): its scale, chosen on the validation days (0 = off), and the
+    # model.item_item settings it was chosen with, which scoring uses as they are.
+    item_item_scale: float = 0.0
+    item_item: dict = field(default_factory=dict)
 
     def categorical_offsets(self) -> list[int]:
         """Each categorical feature's first index in the one shared embedding table."""

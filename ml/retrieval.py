@@ -3,8 +3,9 @@
 Scores are exact dot products over the whole catalogue, in blocks of users so memory stays bounded
 (users x items floats per block). With the bias trick (the user vector ends in 1, the item vector in
 its bias) the dot product is the model's logit of P(item | user) up to the terms of the user's own
-history, which `History` adds: the repeat term (the items in the user's sequence) and the neighbour
-term (items that share users with them, ml/neighbours.py).
+history, which `History` adds: the repeat term (the items in the user's sequence), the neighbour
+term (items that share users with them, ml/neighbours.py) and the item-item term (EASE over the
+user's whole history, ml/itemitem.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from ml.dataset import OOV, PAD
 if TYPE_CHECKING:
     import scipy.sparse as sp
 
+    from ml.itemitem import ItemItem
+
 
 @dataclass(frozen=True)
 class History:
@@ -28,7 +31,8 @@ class History:
     `positions` is each sequence step's item position (-1 for padding and items not in the
     catalogue) and `weights` its learned weight, each (users, steps). Item i of user u gains
     repeat_scale * log(1 + u's weights on i) and, with `neighbours` (items x items similarities),
-    neighbour_scale * log(1 + sum of u's weights times the similarity of each step's item to i).
+    neighbour_scale * log(1 + sum of u's weights times the similarity of each step's item to i) and,
+    with `item_item`, item_item_scale * the EASE score of i for u's whole history.
     """
 
     positions: np.ndarray
@@ -36,10 +40,19 @@ class History:
     repeat_scale: float
     neighbours: "sp.csr_matrix | None" = None
     neighbour_scale: float = 0.0
+    # The item-item term (ml/itemitem.py): EASE weights, each user's whole history as item positions
+    # (not only the sequence's steps), and its scale.
+    item_item: "ItemItem | None" = None
+    item_histories: Sequence[Sequence[int]] | None = None
+    item_item_scale: float = 0.0
 
     @property
     def uses_neighbours(self) -> bool:
         return self.neighbours is not None and bool(self.neighbour_scale)
+
+    @property
+    def uses_item_item(self) -> bool:
+        return self.item_item is not None and self.item_histories is not None and bool(self.item_item_scale)
 
     def logits(self, start: int, stop: int, items: int) -> np.ndarray:
         """(stop - start, items): the terms of users start..stop-1."""
@@ -49,6 +62,8 @@ class History:
             from ml.neighbours import neighbour_term
 
             out += neighbour_term(positions, weights, self.neighbours, self.neighbour_scale)
+        if self.uses_item_item:
+            out += self.item_item.term(self.item_histories[start:stop], items, self.item_item_scale)
         return out
 
 

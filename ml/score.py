@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     import scipy.sparse as sp
     from pyspark.sql import DataFrame
 
+    from collections.abc import Sequence
+
+    from ml.itemitem import ItemItem
     from ml.retrieval import History
 
 
@@ -39,18 +42,29 @@ class Scores:
     repeat_weights: np.ndarray | None = field(default=None, repr=False)
     repeat_scale: float = 1.0
     neighbour_scale: float = 0.0
+    item_item_scale: float = 0.0
 
-    def history(self, items: ItemTable, neighbours=None) -> "History | None":
+    def history(self, items: ItemTable, neighbours=None, item_item=None,
+                item_histories=None) -> "History | None":
         """ml.retrieval.top_items' `history` against `items` (row i = items.item_ids[i]), or None.
 
         `neighbours` is the day's item similarity (Scorer.neighbours); without it, no neighbour term.
+        `item_item` is the day's ml.itemitem.ItemItem and `item_histories` each user's history as
+        positions in `items` (ml.itemitem.positions_of), in the order of `user_keys`; without them
+        (or with a scale of 0), no item-item term.
         """
-        if self.repeat_weights is None:
-            return None
         from ml.retrieval import History, step_positions
 
+        with_item_item = item_item is not None and item_histories is not None and bool(self.item_item_scale)
+        if self.repeat_weights is None:
+            if not with_item_item:
+                return None
+            none = np.zeros((len(self.user_keys), 0))
+            return History(none.astype(np.int64), none, 0.0, item_item=item_item, item_histories=item_histories,
+                           item_item_scale=self.item_item_scale)
         return History(step_positions(self.seq_items, items.rows), self.repeat_weights, self.repeat_scale,
-                       neighbours, self.neighbour_scale)
+                       neighbours, self.neighbour_scale, item_item if with_item_item else None,
+                       item_histories, self.item_item_scale)
 
 
 class Scorer:
@@ -87,7 +101,8 @@ class Scorer:
                       stacked[USER_EMBEDDING], self.version,
                       seq_items=stacked["seq_item"] if repeat else None,
                       repeat_weights=stacked[REPEAT_WEIGHTS] if repeat else None, repeat_scale=scale if repeat else 1.0,
-                      neighbour_scale=self.spec.neighbour_scale if repeat else 0.0)
+                      neighbour_scale=self.spec.neighbour_scale if repeat else 0.0,
+                      item_item_scale=float(getattr(self.spec, "item_item_scale", 0.0)))
 
     @property
     def uses_neighbours(self) -> bool:
@@ -109,6 +124,20 @@ class Scorer:
         spec = self.spec
         return spark_item_neighbours(users, items.item_ids, spec.item_vocab, spec.sequence_length,
                                      spec.neighbour_top_n)
+
+    @property
+    def uses_item_item(self) -> bool:
+        """Whether this model adds the item-item term (ml/itemitem.py)."""
+        return bool(self.spec.item_item_scale)
+
+    def item_item(self, histories: "Sequence[Sequence[int]]", items: ItemTable) -> "ItemItem | None":
+        """The day's item-item weights from every user's history (positions in `items`), under the
+        settings the model was tuned with; None for a model without the term."""
+        if not self.uses_item_item:
+            return None
+        from ml.itemitem import ItemItem, ItemItemSettings
+
+        return ItemItem.fit(histories, len(items.rows), ItemItemSettings(**self.spec.item_item))
 
     def items(self, table: "pa.Table") -> tuple[ItemTable, np.ndarray]:
         """The item table of one date under this model's spec and its item embeddings (one per item row)."""

@@ -100,6 +100,8 @@ class Holdout:
     items: "pa.Table"                  # item features of the test as-of date
     truth: dict[str, set[str]]         # known users with at least one item in the horizon
     catalog_size: int
+    # Every user's whole history up to as_of (ml/itemitem.py), for the item-item term; None: not loaded.
+    history: dict[str, list[str]] | None = None
 
     @property
     def users(self) -> list[str]:
@@ -143,12 +145,13 @@ def _read_parquet(path: str) -> "pa.Table":
 
 
 def model_recommendations(scorer: "Scorer", holdout: Holdout, k: int, item_vectors=None,
-                          scores=None, neighbours=None) -> tuple[dict[str, list[str]], Any]:
+                          scores=None, neighbours=None, item_item=None) -> tuple[dict[str, list[str]], Any]:
     """The scorer's top k for the holdout users, without items they bought by the test date.
 
     `item_vectors` is scorer.items(holdout.items), `scores` the Scores of the holdout users (as
-    this function returns them) and `neighbours` the day's item similarity (Scorer.neighbours of
-    every holdout row, not only the evaluated users) when the caller already has them.
+    this function returns them), `neighbours` the day's item similarity (Scorer.neighbours of
+    every holdout row, not only the evaluated users) and `item_item` the day's item-item weights
+    (`holdout_item_item`) when the caller already has them. The item-item term needs holdout.history.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -163,10 +166,29 @@ def model_recommendations(scorer: "Scorer", holdout: Holdout, k: int, item_vecto
     if neighbours is None:
         neighbours = scorer.neighbours(holdout.table, items)
     index = {item_id: pos for pos, item_id in enumerate(items.item_ids)}
+    histories = None
+    if holdout.history is not None:
+        from ml.itemitem import positions_of
+
+        histories = positions_of([holdout.history.get(u) for u in scores.user_keys], index)
+        if item_item is None and scores.item_item_scale:
+            item_item = holdout_item_item(scorer, holdout, items)
     bought = rows.column("bought").to_pylist() if "bought" in rows.column_names else [[]] * rows.num_rows
     top, _ = top_items(scores.embeddings, vectors, k, positions([b or [] for b in bought], index),
-                       history=scores.history(items, neighbours))
+                       history=scores.history(items, neighbours, item_item, histories))
     return ranked_lists(scores.user_keys, items.item_ids, top), scores
+
+
+def holdout_item_item(scorer: "Scorer", holdout: Holdout, items, settings=None):
+    """ml.itemitem.ItemItem of every user's history in holdout.history, positions as in `items` (the
+    holdout's ItemTable), under `settings` (default: the scorer's spec); None without a history."""
+    if holdout.history is None:
+        return None
+    from ml.itemitem import ItemItem, ItemItemSettings, positions_of
+
+    index = {item_id: pos for pos, item_id in enumerate(items.item_ids)}
+    settings = settings or ItemItemSettings(**scorer.spec.item_item)
+    return ItemItem.fit(positions_of(list(holdout.history.values()), index), len(items.item_ids), settings)
 
 
 def holdout_diversity(recs: dict[str, list[str]], holdout: Holdout, k: int,
@@ -278,9 +300,13 @@ class RetrievalValidation:
 # Multipliers of the learned repeat-term scale tried on the validation days after fitting: training
 # ranks each positive against a batch of items, serving against the whole catalogue, and the best
 # weight of "items seen before" against the embedding differs between the two.
-REPEAT_MULTIPLIERS = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
+# 0 switches the term off: on rating data a rated film is not watched again.
+REPEAT_MULTIPLIERS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
 # Scales of the neighbour term tried on the validation days (ml/neighbours.py); 0 leaves it out.
 NEIGHBOUR_SCALES = (0.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
+# Scales of the item-item term (ml/itemitem.py), against logits of a few units; 0 leaves it out, the
+# largest lets EASE order the list and the towers break its ties.
+ITEM_ITEM_SCALES = (0.0, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0)
 
 
 @dataclass(frozen=True)
@@ -288,50 +314,78 @@ class HistoryTuning:
     repeat_multiplier: float
     neighbour_scale: float
     ndcg: dict[tuple[float, float], float]       # validation nDCG@k per (repeat multiplier, neighbour scale) tried
+    item_item_scale: float = 0.0
+    item_item_ndcg: dict[float, float] = field(default_factory=dict)   # per item-item scale, at the chosen pair
 
 
-def tune_history(models, spec: ModelSpec, validation: Holdout, k: int, neighbours: bool = True) -> HistoryTuning:
-    """Choose the repeat term's multiplier and the neighbour term's scale by validation nDCG@k.
+def _nearest_one(multiplier: float) -> float:
+    """The tie-break of the repeat multipliers: larger for a multiplier nearer 1; 0 (off) comes last."""
+    return -abs(math.log(multiplier)) if multiplier > 0 else -math.inf
+
+
+def tune_history(models, spec: ModelSpec, validation: Holdout, k: int, neighbours: bool = True,
+                 item_item=None) -> HistoryTuning:
+    """Choose the repeat term's multiplier, the neighbour term's scale and the item-item term's scale
+    by validation nDCG@k.
 
     Three rounds, each keeping the other value fixed: the multipliers with no neighbour term, then
     the neighbour scales (when `neighbours`), then the multipliers again. Ties go to the smaller
-    neighbour scale, then to the multiplier nearest 1. Sets the model's repeat scale to the learned
-    one times the multiplier and spec.neighbour_scale. A model without the repeat term is left alone.
+    neighbour scale, then to the multiplier nearest 1. Then, with `item_item` (model.item_item
+    settings as an ml.itemitem.ItemItemSettings) and validation.history, the item-item scales with that
+    pair fixed (ties: the smaller scale). Sets the model's repeat scale to the learned one times the
+    multiplier, spec.neighbour_scale, spec.item_item_scale and spec.item_item. A model without the repeat
+    term keeps no repeat or neighbour term, but can still get the item-item term.
     """
     from ml.model import repeat_scale, set_repeat_scale
     from ml.score import Scorer, sequence_neighbours
 
     learned = repeat_scale(models.profile)
-    if learned is None:
-        spec.neighbour_scale = 0.0
-        return HistoryTuning(1.0, 0.0, {})
+    spec.item_item_scale, spec.item_item = 0.0, {}
     scorer = Scorer(models.profile, models.item, spec)
     item_vectors = scorer.items(validation.items)
+    if learned is None:
+        spec.neighbour_scale = 0.0
+        neighbours = False
     similarity = sequence_neighbours(validation.table, item_vectors[0], spec) if neighbours else None
     _, scores = model_recommendations(scorer, validation, k, item_vectors, neighbours=similarity)   # the towers run once
     ndcg: dict[tuple[float, float], float] = {}
 
     def best() -> tuple[float, float]:
-        return max(ndcg, key=lambda mn: (ndcg[mn], -mn[1], -abs(math.log(mn[0]))))
+        return max(ndcg, key=lambda mn: (ndcg[mn], -mn[1], _nearest_one(mn[0])))
+
+    def measure(trial_scores, weights=None) -> float:
+        recs, _ = model_recommendations(scorer, validation, k, item_vectors, trial_scores, similarity, weights)
+        return ranking_report(recs, validation.truth, k, validation.catalog_size)["ndcg_at_k"]
 
     def trial(multiplier: float, scale: float) -> None:
         if (multiplier, scale) not in ndcg:
-            recs, _ = model_recommendations(scorer, validation, k, item_vectors,
-                                            replace(scores, repeat_scale=learned * multiplier, neighbour_scale=scale),
-                                            similarity)
-            ndcg[(multiplier, scale)] = ranking_report(recs, validation.truth, k, validation.catalog_size)["ndcg_at_k"]
+            ndcg[(multiplier, scale)] = measure(replace(scores, repeat_scale=(learned or 0.0) * multiplier,
+                                                        neighbour_scale=scale))
 
-    for multiplier in REPEAT_MULTIPLIERS:
-        trial(multiplier, 0.0)
-    if neighbours:
-        for scale in NEIGHBOUR_SCALES:
-            trial(best()[0], scale)
+    if learned is None:
+        ndcg[(1.0, 0.0)] = measure(scores)
+    else:
         for multiplier in REPEAT_MULTIPLIERS:
-            trial(multiplier, best()[1])
+            trial(multiplier, 0.0)
+        if neighbours:
+            for scale in NEIGHBOUR_SCALES:
+                trial(best()[0], scale)
+            for multiplier in REPEAT_MULTIPLIERS:
+                trial(multiplier, best()[1])
     multiplier, scale = best()
-    set_repeat_scale(models.profile, learned * multiplier)
-    spec.neighbour_scale = scale
-    return HistoryTuning(multiplier, scale, ndcg)
+    if learned is not None:
+        set_repeat_scale(models.profile, learned * multiplier)
+        spec.neighbour_scale = scale
+    item_item_ndcg: dict[float, float] = {}
+    if item_item is not None and validation.history is not None:
+        from dataclasses import asdict
+
+        weights = holdout_item_item(scorer, validation, item_vectors[0], item_item)
+        chosen = replace(scores, repeat_scale=(learned or 0.0) * multiplier, neighbour_scale=scale)
+        item_item_ndcg = {e: measure(replace(chosen, item_item_scale=e), weights) for e in ITEM_ITEM_SCALES}
+        spec.item_item_scale = max(item_item_ndcg, key=lambda e: (item_item_ndcg[e], -e))
+        spec.item_item = asdict(item_item) if spec.item_item_scale else {}
+    return HistoryTuning(multiplier, scale, ndcg, spec.item_item_scale, item_item_ndcg)
 
 
 def _numeric_sample(files, spec: ModelSpec, rows: int) -> np.ndarray:
@@ -422,7 +476,13 @@ class TrainOutcome:
 def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
                        baseline_recs: dict[str, dict[str, list[str]]], run_date: dt.date,
                        extra_params: dict[str, Any] | None = None,
-                       diversity: DiversityInputs | None = None) -> TrainOutcome:
+                       diversity: DiversityInputs | None = None,
+                       histories: dict[dt.date, dict[str, list[str]]] | None = None) -> TrainOutcome:
+    """Fit, tune, evaluate on `holdout`, gate and register a candidate.
+
+    `histories` holds every user's whole history at the validation and test as-of dates
+    (`user_histories_at`); without them the item-item term is neither tuned nor used.
+    """
     import mlflow
 
     from jobs.common.feature_windows import FeatureWindows
@@ -442,11 +502,18 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
                       version_of_features, snapshot.tags)
     items = load_items({d: snapshot.files([d], "items") for d in plan.as_of_dates()}, spec)
     validation = load_holdout(snapshot, int(cfg.get("model.eval_max_users", 50_000)), split="validation")
+    item_item = None
+    if histories is not None and plan.validation_as_of in histories:
+        from ml.itemitem import ItemItemSettings
+
+        validation = replace(validation, history=histories[plan.validation_as_of])
+        item_item = ItemItemSettings.from_config(cfg)
     max_epochs = int(cfg.get("model.epochs", 8))
     cross_validation = cross_validate(cfg, spec, snapshot, items, device, k, max_epochs)
     selection = fit(cfg, spec, snapshot, items, plan.train_as_of, plan.boundary("train"), max_epochs, device,
                     validation, k)
-    tuning = tune_history(selection.models, spec, validation, k, bool(cfg.get("model.neighbour_term", True)))
+    tuning = tune_history(selection.models, spec, validation, k, bool(cfg.get("model.neighbour_term", True)),
+                          item_item)
     final = selection
     if bool(cfg.get("model.refit", True)):
         from ml.model import repeat_scale, set_repeat_scale
@@ -474,6 +541,7 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
                   "repeat_scale_multiplier": tuning.repeat_multiplier, "neighbour_scale": tuning.neighbour_scale,
                   "model.gate_bootstrap.samples": gate.samples, "model.gate_bootstrap.confidence": gate.confidence,
                   "model.gate_bootstrap.seed": gate.seed,
+                  "item_item_scale": tuning.item_item_scale,
                   **{f"split.{key}": (",".join(v) if isinstance(v, list) else v) for key, v in plan.to_dict().items()},
                   **{f"data_version.{t}": v for t, v in snapshot.table_versions.items()},
                   **(extra_params or {})}
@@ -491,6 +559,7 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
         mlflow.log_metrics(clean(cross_validation))
         mlflow.log_metrics(clean({f"val_ndcg_at_k_repeat_x{m:g}_neighbour_{c:g}": v
                                   for (m, c), v in tuning.ndcg.items()}))
+        mlflow.log_metrics(clean({f"val_ndcg_at_k_itemitem_{e:g}": v for e, v in tuning.item_item_ndcg.items()}))
         for name, values in baselines.items():
             mlflow.log_metrics(clean({f"baseline_{name}_{m}": v for m, v in values.items()}))
         if champion_metrics:
@@ -685,6 +754,17 @@ def diversity_inputs(spark: "SparkSession", cfg: Config, plan: SplitPlan) -> Div
     return diversity_inputs_spark(events, items)
 
 
+def user_histories_at(spark: "SparkSession", cfg: Config,
+                      dates: tuple[dt.date, ...]) -> dict[dt.date, dict[str, list[str]]]:
+    """Every user's whole history (ml.itemitem.history_pairs over model.item_item.history_days) at each date."""
+    from jobs.common.delta import read_table as read_delta
+    from ml.itemitem import ItemItemSettings, history_pairs, user_histories
+
+    days = ItemItemSettings.from_config(cfg).history_days
+    events = read_delta(spark, cfg, "silver.events")
+    return {d: user_histories(history_pairs(events, d, days).toArrow()) for d in dict.fromkeys(dates)}
+
+
 def _sample_users(spark: "SparkSession", cfg: Config, run_date: dt.date, limit: int):
     """`limit` users chosen by hash (the same ones every run), as a one-column DataFrame."""
     from pyspark.sql import functions as F
@@ -725,10 +805,14 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, retrain: str = "a
     snapshot.table_versions = input_versions(spark, cfg)
     k = int(cfg.get("recommend.k", 10))
     holdout = load_holdout(snapshot, int(cfg.get("model.eval_max_users", 50_000)))
+    histories = user_histories_at(spark, cfg, (plan.validation_as_of, plan.test_as_of)) \
+        if bool(cfg.get("model.item_item_term", True)) else None
+    if histories is not None:
+        holdout = replace(holdout, history=histories[plan.test_as_of])
     baseline_recs = baseline_recommendations(spark, cfg, plan, holdout.users, k)
     outcome = train_and_register(cfg, snapshot, holdout, baseline_recs, run_date,
                                  {"retrain": retrain, "retrain_reason": why, "sample_users": limit or ""},
-                                 diversity_inputs(spark, cfg, plan))
+                                 diversity_inputs(spark, cfg, plan), histories)
     result.details.update({
         "retrained": True, "reason": why, "run_id": outcome.run_id, "model_version": outcome.version,
         "alias": outcome.alias, "gate_reason": outcome.reason,

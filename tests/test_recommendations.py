@@ -49,6 +49,20 @@ def test_a_neighbour_link_explains_a_candidate_unless_it_was_seen():
     assert evidence.tolist() == [["view", "i2", "i2"]]
 
 
+def test_an_item_item_link_explains_a_candidate_over_a_neighbour_unless_it_was_seen():
+    categories = np.array([["pets", "beauty", "toys", "food"]], dtype=object)
+    items = np.array([["i3", "i9", "i8", "i7"]], dtype=object)
+    seq_categories = np.array([["pets", "toys", ""]], dtype=object)
+    seq_items = np.array([["i3", "i2", ""]], dtype=object)
+    seq_types = np.array([["view", "click", ""]], dtype=object)
+    neighbours = np.array([["i2", "i2", "", ""]], dtype=object)
+    item_item = np.array([["i1", "m5", "", "m6"]], dtype=object)     # from the whole history, not the sequence
+    source, evidence = candidate_sources(categories, np.array([["beauty"]], dtype=object), seq_categories, seq_items,
+                                         items, seq_types, neighbours, item_item)
+    assert source.tolist() == [["seen", "item_item", "similar_item", "item_item"]]
+    assert evidence.tolist() == [["view", "m5", "i2", "m6"]]
+
+
 def test_candidate_sources_without_history_fall_back_to_embedding():
     source, evidence = candidate_sources(np.array([["pets"]], dtype=object), np.array([["beauty"]], dtype=object),
                                          np.zeros((1, 0), dtype=object), np.zeros((1, 0), dtype=object))

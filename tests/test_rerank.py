@@ -97,6 +97,8 @@ def test_reasons_read_as_words():
     assert reason("neighbour", "i7", "pets") == "often chosen together with an item you viewed (i7)"
     assert reason("neighbour", "", "pets") == "often chosen together with items you viewed"
     assert reason("embedding", "", "pets") == "fits your taste profile in 宠物用品/pets"
+    assert reason("item_item", "m42", "Drama") == "people who chose an item you had (m42) also chose this"
+    assert reason("item_item", "", "Drama") == "people with your history also chose this"
     assert reason("tag", "not_a_category", "pets") == "matches your interest in not_a_category"
 
 
