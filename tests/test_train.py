@@ -134,6 +134,45 @@ def test_a_candidate_that_loses_to_a_baseline_stays_challenger(tmp_path, snapsho
         client.get_model_version_by_alias(name, CHAMPION)
 
 
+def _sequence_histories(snapshot, as_of):
+    """Every row's sequence items as its whole history at `as_of` (the item-item term's input)."""
+    from ml.dataset import read_table
+
+    table = read_table(snapshot.files([as_of]), columns=["user_key", "seq_item_ids"])
+    return {str(u): sorted(set(s or [])) for u, s in zip(table.column("user_key").to_pylist(),
+                                                         table.column("seq_item_ids").to_pylist())}
+
+
+def test_the_item_item_scale_is_chosen_on_validation_and_used_by_the_gate(tmp_path, snapshot):
+    from dataclasses import replace
+
+    import mlflow
+
+    from ml.train import ITEM_ITEM_SCALES, load_holdout, train_and_register
+
+    plan = snapshot.plan
+    histories = {d: _sequence_histories(snapshot, d) for d in (plan.validation_as_of, plan.test_as_of)}
+    holdout = replace(load_holdout(snapshot, 10_000), history=histories[plan.test_as_of])
+    cfg = _cfg(tmp_path, epochs=1, refit="false", gate_baselines="[]")
+    outcome = train_and_register(cfg, snapshot, holdout, {}, D, histories=histories)
+    configure_mlflow(cfg)
+    run = mlflow.get_run(outcome.run_id)
+    tried = {float(n.removeprefix("val_ndcg_at_k_itemitem_")): v for n, v in run.data.metrics.items()
+             if n.startswith("val_ndcg_at_k_itemitem_")}
+    assert set(tried) == set(ITEM_ITEM_SCALES)
+    chosen = float(run.data.params["item_item_scale"])
+    assert chosen == max(tried, key=lambda e: (tried[e], -e))
+    from ml.score import load_scorer
+
+    spec = load_scorer(f"models:/portrait-profile/{outcome.version}").spec
+    assert spec.item_item_scale == chosen
+    assert spec.item_item == ({"history_days": 90, "l2": 500.0, "max_items": 5000, "min_users": 2} if chosen else {})
+    # Without histories the term is neither tuned nor used.
+    plain = train_and_register(_cfg(tmp_path / "plain", epochs=1, refit="false", gate_baselines="[]"), snapshot,
+                               load_holdout(snapshot, 10_000), {}, D)
+    assert float(mlflow.get_run(plain.run_id).data.params["item_item_scale"]) == 0.0
+
+
 # --- bad input ------------------------------------------------------------------------------------
 
 def _copy(snapshot, tmp_path):
