@@ -324,8 +324,9 @@ def score(spark: "SparkSession", lake: Config, heldout_path: Path, run_date: dt.
     diversity = diversity_inputs_spark(train, items)
     # Coverage and Gini count over the training items and any item a list names beyond them, the same
     # catalogue for every row (a model may list an item nobody had in training).
-    outside = {item for lists_ in top.values() for items_ in lists_.values() for item in items_} \
-        - set(diversity.item_popularity)
+    listed = {item for by_user in top.values() for ranked in by_user.values()
+              for item in list(dict.fromkeys(ranked))[:params.k]}
+    outside = listed - set(diversity.item_popularity)
     catalogue = catalog_size + len(outside)
     facts.update({"catalog_items_listed_outside_training": len(outside), "train_users": diversity.n_users,
                   "items_with_a_category": len(diversity.item_category)})
