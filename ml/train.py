@@ -508,7 +508,7 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
 
         validation = replace(validation, history=histories[plan.validation_as_of])
         item_item = ItemItemSettings.from_config(cfg)
-    max_epochs = int(cfg.get("model.epochs", 8))
+    max_epochs = cfg.integer("model.epochs", 8)
     cross_validation = cross_validate(cfg, spec, snapshot, items, device, k, max_epochs)
     selection = fit(cfg, spec, snapshot, items, plan.train_as_of, plan.boundary("train"), max_epochs, device,
                     validation, k)

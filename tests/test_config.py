@@ -53,3 +53,35 @@ def test_unknown_profile_says_which_exist():
 def test_missing_setting_names_the_key():
     with pytest.raises(ConfigError, match="no setting 'spark.nope'"):
         load_config(environ={}).get("spark.nope")
+
+
+@pytest.mark.parametrize(("variable", "value", "key", "kind"), [
+    ("PORTRAIT__MODEL__EPOCHS", "ten", "model.epochs", "a number"),
+    ("PORTRAIT__CLEAN__LATE_MAX_DAYS", "7d", "clean.late_max_days", "a number"),
+])
+def test_a_non_numeric_override_of_a_number_is_one_config_error_naming_key_and_value(variable, value, key, kind):
+    with pytest.raises(ConfigError) as error:
+        load_config(environ={variable: value})
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"{variable}={value!r}" in message and f"'{key}'" in message and kind in message
+
+
+def test_an_override_of_a_switch_must_be_true_or_false():
+    with pytest.raises(ConfigError, match=r"PORTRAIT__MODEL__ITEM_ID_IN_ITEM_TOWER='maybe'.*true or false"):
+        load_config(environ={"PORTRAIT__MODEL__ITEM_ID_IN_ITEM_TOWER": "maybe"})
+
+
+def test_numbers_may_replace_numbers():
+    cfg = load_config(environ={"PORTRAIT__MODEL__EPOCHS": "2.0", "PORTRAIT__CLEAN__LATE_MAX_DAYS": "3"})
+    assert (cfg.get("model.epochs"), cfg.get("clean.late_max_days")) == (2.0, 3)
+
+
+def test_integer_accessor_names_the_key_and_value():
+    cfg = load_config(environ={})
+    assert cfg.integer("model.epochs") == 8
+    bad = type(cfg)(profile=cfg.profile, root=cfg.root, data={"model": {"epochs": "ten"}})
+    with pytest.raises(ConfigError, match=r"model.epochs is 'ten' in profile 'local'; write a whole number"):
+        bad.integer("model.epochs")
+    with pytest.raises(ConfigError, match=r"model.epochs is 2.5"):
+        type(cfg)(profile="local", root=cfg.root, data={"model": {"epochs": 2.5}}).integer("model.epochs")

@@ -105,8 +105,12 @@ def overlay_dataset(profile: dict, dataset: Mapping) -> dict:
     return merged
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict:
-    """PORTRAIT__SPARK__MASTER=x becomes {"spark": {"master": "x"}}; values parse as YAML scalars."""
+def _env_overrides(environ: Mapping[str, str], profile: Mapping[str, Any] | None = None) -> dict:
+    """PORTRAIT__SPARK__MASTER=x becomes {"spark": {"master": "x"}}; values parse as YAML scalars.
+
+    An override of a setting the profile holds as a number or a switch must be one too (null unsets):
+    `PORTRAIT__MODEL__EPOCHS=ten` is a ConfigError here, not a ValueError deep inside a step.
+    """
     overrides: dict = {}
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_OVERRIDE_PREFIX):
@@ -121,11 +125,31 @@ def _env_overrides(environ: Mapping[str, str]) -> dict:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
+        _check_override_type(name, raw, keys, value, profile or {})
         node = overrides
         for key in keys[:-1]:
             node = node.setdefault(key, {})
         node[keys[-1]] = value
     return overrides
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_override_type(name: str, raw: str, keys: list[str], value: Any, profile: Mapping[str, Any]) -> None:
+    current: Any = profile
+    for key in keys:
+        if not isinstance(current, Mapping) or key not in current:
+            return  # a setting the profile does not hold: its reader types it
+        current = current[key]
+    if value is None:
+        return
+    dotted = ".".join(keys)
+    if isinstance(current, bool) and not isinstance(value, bool):
+        raise ConfigError(f"{name}={raw!r}: '{dotted}' is a switch; write true or false")
+    if _is_number(current) and not _is_number(value):
+        raise ConfigError(f"{name}={raw!r}: '{dotted}' is a number (the profile has {current}); write a number")
 
 
 @dataclass(frozen=True)
@@ -146,6 +170,20 @@ class Config:
                 return default
             node = node[key]
         return node
+
+    def number(self, dotted: str, default: Any = _MISSING) -> float:
+        """A numeric setting as a float; a ConfigError naming the key and the value otherwise."""
+        value = self.get(dotted, default)
+        if not _is_number(value):
+            raise ConfigError(f"{dotted} is {value!r} in profile '{self.profile}'; write a number")
+        return float(value)
+
+    def integer(self, dotted: str, default: Any = _MISSING) -> int:
+        """A whole-number setting (`8` or `8.0`); a ConfigError naming the key and the value otherwise."""
+        value = self.get(dotted, default)
+        if not _is_number(value) or value != int(value):
+            raise ConfigError(f"{dotted} is {value!r} in profile '{self.profile}'; write a whole number")
+        return int(value)
 
     def location(self, dotted: str) -> str:
         """A path-like setting: URIs (s3a://, sqlite://) stay as they are, local paths become absolute."""
@@ -185,5 +223,5 @@ def load_config(profile: str | None = None, environ: Mapping[str, str] | None = 
     dataset = environ.get(ENV_DATASET) or None
     if dataset:
         data = overlay_dataset(data, read_dataset(root, dataset))
-    data = _deep_merge(data, _env_overrides(environ))
+    data = _deep_merge(data, _env_overrides(environ, data))
     return Config(profile=profile, root=root, data=data, dataset=dataset)
