@@ -76,10 +76,20 @@ def check_rules(rules: Mapping[str, Any] | None) -> dict[str, Any]:
     return checked
 
 
-def settings(cfg: "Config") -> dict[str, Any]:
-    """k, mmr_lambda and rules from the profile's recommend section: rerank(c, b, i, **settings(cfg))."""
-    return {"k": int(cfg.get("recommend.k")), "mmr_lambda": float(cfg.get("recommend.mmr_lambda", 0.7)),
-            "rules": cfg.get("recommend.rules", {}) or {}}
+# recommend.mmr_lambda `auto` with a model registered before the weight was tuned (ModelSpec.mmr_lambda None).
+UNTUNED_MMR_LAMBDA = 0.7
+
+
+def settings(cfg: "Config", model_mmr_lambda: float | None = None) -> dict[str, Any]:
+    """k, mmr_lambda and rules from the profile's recommend section: rerank(c, b, i, **settings(cfg, spec.mmr_lambda)).
+
+    recommend.mmr_lambda is a number in [0, 1], or `auto`: the weight the champion's training chose on its
+    validation days (`model_mmr_lambda`, ml.train.tune_mmr), UNTUNED_MMR_LAMBDA for a model without one.
+    """
+    weight = cfg.get("recommend.mmr_lambda")
+    if weight == "auto":
+        weight = UNTUNED_MMR_LAMBDA if model_mmr_lambda is None else model_mmr_lambda
+    return {"k": cfg.integer("recommend.k"), "mmr_lambda": weight, "rules": cfg.get("recommend.rules", {}) or {}}
 
 
 def _require_columns(df: "DataFrame", columns: tuple[str, ...], what: str) -> None:
@@ -106,7 +116,7 @@ def rerank(
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigError(f"recommend.k must be an integer >= 1, got {k!r}")
     if not (isinstance(mmr_lambda, (int, float)) and 0.0 <= float(mmr_lambda) <= 1.0):
-        raise ConfigError(f"recommend.mmr_lambda must be a number in [0, 1], got {mmr_lambda!r}")
+        raise ConfigError(f"recommend.mmr_lambda must be a number in [0, 1] or auto, got {mmr_lambda!r}")
     checked = check_rules(rules)
     _require_columns(candidates, CANDIDATE_COLUMNS, "candidates")
     _require_columns(bought, BOUGHT_COLUMNS, "bought")

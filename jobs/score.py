@@ -419,7 +419,7 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date) -> StepResult:
         "user_key", "c.item_id", "c.score", "c.source", "c.evidence")
     available = F.col("available") if "available" in item_features.columns else F.lit(True)
     catalogue = item_features.select("item_id", "category", "brand", "price", available.alias("available"))
-    recs = rerank(candidates, consumed, catalogue, **settings(cfg))
+    recs = rerank(candidates, consumed, catalogue, **settings(cfg, scorer.spec.mmr_lambda))
     recs = recs.select("user_key", F.lit(run_date).alias("as_of_date"), "rank", "item_id", "score", "reason",
                        F.lit(version).alias("model_version"))
     written = replace_dates(recs, cfg, "staging.recommendations", [run_date])

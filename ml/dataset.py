@@ -581,6 +581,8 @@ class ModelSpec:
     # model.item_item settings it was chosen with, which scoring uses as they are.
     item_item_scale: float = 0.0
     item_item: dict = field(default_factory=dict)
+    # The re-ranker's MMR weight chosen on the validation days (ml.train.tune_mmr); None: not tuned.
+    mmr_lambda: float | None = None
 
     def categorical_offsets(self) -> list[int]:
         """Each categorical feature's first index in the one shared embedding table."""

@@ -148,6 +148,28 @@ def model_recommendations(scorer: "Scorer", holdout: Holdout, k: int, item_vecto
                           scores=None, neighbours=None, item_item=None) -> tuple[dict[str, list[str]], Any]:
     """The scorer's top k for the holdout users, without items they bought by the test date.
 
+    `model_candidates`' lists as user_key -> item ids; the same arguments.
+    """
+    from ml.retrieval import ranked_lists
+
+    candidates = model_candidates(scorer, holdout, k, item_vectors, scores, neighbours, item_item)
+    return ranked_lists(candidates.scores.user_keys, candidates.item_ids, candidates.top), candidates.scores
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The top n of each holdout user, as ml.retrieval.top_items gives them."""
+
+    scores: Any                        # the users' Scores (user_keys: row order of top and logits)
+    item_ids: list[str]                # top's positions are positions in this list
+    top: np.ndarray                    # (users, n) item positions, best first, -1 fillers
+    logits: np.ndarray                 # (users, n) their logits, -inf for fillers
+
+
+def model_candidates(scorer: "Scorer", holdout: Holdout, n: int, item_vectors=None,
+                     scores=None, neighbours=None, item_item=None) -> Candidates:
+    """The scorer's top n for the holdout users, without items they bought by the test date.
+
     `item_vectors` is scorer.items(holdout.items), `scores` the Scores of the holdout users (as
     this function returns them), `neighbours` the day's item similarity (Scorer.neighbours of
     every holdout row, not only the evaluated users) and `item_item` the day's item-item weights
@@ -156,7 +178,7 @@ def model_recommendations(scorer: "Scorer", holdout: Holdout, k: int, item_vecto
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from ml.retrieval import positions, ranked_lists, top_items
+    from ml.retrieval import positions, top_items
 
     mask = pc.is_in(holdout.table.column("user_key"), value_set=pa.array(holdout.users, pa.string()))
     rows = holdout.table.filter(mask)
@@ -174,9 +196,9 @@ def model_recommendations(scorer: "Scorer", holdout: Holdout, k: int, item_vecto
         if item_item is None and scores.item_item_scale:
             item_item = holdout_item_item(scorer, holdout, items)
     bought = rows.column("bought").to_pylist() if "bought" in rows.column_names else [[]] * rows.num_rows
-    top, _ = top_items(scores.embeddings, vectors, k, positions([b or [] for b in bought], index),
-                       history=scores.history(items, neighbours, item_item, histories))
-    return ranked_lists(scores.user_keys, items.item_ids, top), scores
+    top, logits = top_items(scores.embeddings, vectors, n, positions([b or [] for b in bought], index),
+                            history=scores.history(items, neighbours, item_item, histories))
+    return Candidates(scores, list(items.item_ids), top, logits)
 
 
 def holdout_item_item(scorer: "Scorer", holdout: Holdout, items, settings=None):
@@ -388,6 +410,70 @@ def tune_history(models, spec: ModelSpec, validation: Holdout, k: int, neighbour
     return HistoryTuning(multiplier, scale, ndcg, spec.item_item_scale, item_item_ndcg)
 
 
+# The re-ranker's MMR weights tried on the validation days (jobs/rerank.py; 1 = relevance only).
+MMR_LAMBDAS = (1.0, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5)
+
+
+@dataclass(frozen=True)
+class MmrTuning:
+    mmr_lambda: float
+    ndcg: dict[float, float]           # validation nDCG@k of the re-ranked lists per weight tried
+    users: int                         # validation users the lists were re-ranked for
+
+
+def choose_mmr_lambda(ndcg: dict[float, float], tolerance: float) -> float:
+    """The smallest weight whose nDCG is at least (1 - tolerance) x the nDCG of weight 1 (which must be there)."""
+    if 1.0 not in ndcg:
+        raise ValueError(f"the relevance-only weight 1.0 is the reference and must be tried; tried {sorted(ndcg)}")
+    floor = (1.0 - tolerance) * ndcg[1.0]
+    return min(w for w, value in ndcg.items() if value >= floor or w == 1.0)
+
+
+def tune_mmr(scorer: "Scorer", validation: Holdout, k: int, n_candidates: int, tolerance: float,
+             rules: dict[str, Any], max_users: int = 2000) -> MmrTuning:
+    """The most diversifying MMR weight (the smallest of MMR_LAMBDAS) whose validation nDCG@k stays
+    within `tolerance` (a share, 0.02 = 2%) of the list re-ranked for relevance only (weight 1).
+
+    Each user's top `n_candidates` go through jobs.rerank.mmr_select with the business `rules`, as
+    `score` re-ranks them, for at most `max_users` validation users (a fixed hash sample). Sets
+    scorer.spec.mmr_lambda, which `score` uses when recommend.mmr_lambda is `auto`.
+    """
+    import pandas as pd
+
+    from jobs.rerank import mmr_select
+    from ml.retrieval import relative_scores
+
+    if not 0.0 <= tolerance < 1.0:
+        raise ConfigError(f"recommend.mmr_tolerance must be a share in [0, 1), got {tolerance!r}")
+    sampled = sample_users(validation.truth, max_users)
+    validation = replace(validation, truth={u: v for u, v in validation.truth.items() if u in sampled})
+    found = model_candidates(scorer, validation, n_candidates)
+    relative = relative_scores(found.logits)
+    columns = set(validation.items.column_names)
+    lookup = {name: dict(zip(validation.items.column("item_id").to_pylist(),
+                             (str(v) if v is not None else "" for v in validation.items.column(name).to_pylist())))
+              if name in columns else {} for name in ("category", "brand")}
+    groups = []
+    for row, user in enumerate(found.scores.user_keys):
+        valid = found.top[row] >= 0
+        ids = [found.item_ids[i] for i in found.top[row][valid]]
+        groups.append(pd.DataFrame({
+            "user_key": user, "item_id": ids, "score": relative[row][valid], "source": "embedding", "evidence": "",
+            "category": [lookup["category"].get(i, "") for i in ids],
+            "brand": [lookup["brand"].get(i, "") for i in ids]}))
+    ndcg = {}
+    for weight in MMR_LAMBDAS:
+        lists = {}
+        for group in groups:
+            if len(group):
+                picked = mmr_select(group, k, weight, rules.get("max_per_brand"), rules.get("max_per_category"))
+                lists[group.at[0, "user_key"]] = picked["item_id"].tolist()
+        ndcg[weight] = ranking_report(lists, validation.truth, k, validation.catalog_size)["ndcg_at_k"]
+    chosen = choose_mmr_lambda(ndcg, tolerance)
+    scorer.spec.mmr_lambda = chosen
+    return MmrTuning(chosen, ndcg, len(groups))
+
+
 def _numeric_sample(files, spec: ModelSpec, rows: int) -> np.ndarray:
     table = read_table(files, columns=[*spec.numeric_features, *spec.share_features], max_rows=rows)
     return user_numeric(table, spec)
@@ -514,6 +600,11 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
                     validation, k)
     tuning = tune_history(selection.models, spec, validation, k, bool(cfg.get("model.neighbour_term", True)),
                           item_item)
+    from jobs.rerank import check_rules
+
+    mmr = tune_mmr(Scorer(selection.models.profile, selection.models.item, spec), validation, k,
+                   cfg.integer("recommend.candidates"), cfg.number("recommend.mmr_tolerance"),
+                   check_rules(cfg.get("recommend.rules", {}) or {}))
     final = selection
     if bool(cfg.get("model.refit", True)):
         from ml.model import repeat_scale, set_repeat_scale
@@ -541,7 +632,8 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
                   "repeat_scale_multiplier": tuning.repeat_multiplier, "neighbour_scale": tuning.neighbour_scale,
                   "model.gate_bootstrap.samples": gate.samples, "model.gate_bootstrap.confidence": gate.confidence,
                   "model.gate_bootstrap.seed": gate.seed,
-                  "item_item_scale": tuning.item_item_scale,
+                  "item_item_scale": tuning.item_item_scale, "mmr_lambda": mmr.mmr_lambda,
+                  "mmr_tuning_users": mmr.users,
                   **{f"split.{key}": (",".join(v) if isinstance(v, list) else v) for key, v in plan.to_dict().items()},
                   **{f"data_version.{t}": v for t, v in snapshot.table_versions.items()},
                   **(extra_params or {})}
@@ -560,6 +652,7 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
         mlflow.log_metrics(clean({f"val_ndcg_at_k_repeat_x{m:g}_neighbour_{c:g}": v
                                   for (m, c), v in tuning.ndcg.items()}))
         mlflow.log_metrics(clean({f"val_ndcg_at_k_itemitem_{e:g}": v for e, v in tuning.item_item_ndcg.items()}))
+        mlflow.log_metrics(clean({f"val_ndcg_at_k_mmr_{w:g}": v for w, v in mmr.ndcg.items()}))
         for name, values in baselines.items():
             mlflow.log_metrics(clean({f"baseline_{name}_{m}": v for m, v in values.items()}))
         if champion_metrics:

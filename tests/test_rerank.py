@@ -186,3 +186,37 @@ def test_settings_come_from_the_profile(cfg):
 
     assert settings(cfg) == {"k": 10, "mmr_lambda": 0.7, "rules": {
         "max_per_brand": 3, "max_per_category": None, "exclude_categories": [], "min_price": None, "max_price": None}}
+
+
+# --- the MMR weight: a setting, or the one training chose ----------------------------------------
+
+def test_mmr_lambda_auto_takes_the_models_weight_and_a_number_overrides_it(tmp_path):
+    from jobs.rerank import UNTUNED_MMR_LAMBDA, settings
+    from tests.conftest import make_config
+
+    auto = make_config(tmp_path, PORTRAIT__RECOMMEND__MMR_LAMBDA="auto")
+    assert settings(auto, 0.9)["mmr_lambda"] == 0.9
+    assert settings(auto, None)["mmr_lambda"] == UNTUNED_MMR_LAMBDA == 0.7
+    fixed = make_config(tmp_path, PORTRAIT__RECOMMEND__MMR_LAMBDA="0.5")
+    assert settings(fixed, 0.9)["mmr_lambda"] == 0.5
+
+
+def test_a_bad_mmr_lambda_is_refused_by_name(spark):
+    from jobs.common.errors import ConfigError
+    from jobs.rerank import rerank
+
+    empty = spark.createDataFrame([], "user_key string, item_id string")
+    with pytest.raises(ConfigError, match="recommend.mmr_lambda must be a number in \\[0, 1\\] or auto, got 'sometimes'"):
+        rerank(empty, empty, empty, k=3, mmr_lambda="sometimes")
+
+
+def test_the_mmr_weight_is_the_most_diverse_within_the_tolerance():
+    from ml.train import choose_mmr_lambda
+
+    ndcg = {1.0: 0.40, 0.9: 0.396, 0.8: 0.393, 0.7: 0.30}
+    assert choose_mmr_lambda(ndcg, 0.02) == 0.8        # 0.393 >= 0.98 x 0.40 = 0.392; 0.30 is not
+    assert choose_mmr_lambda(ndcg, 0.005) == 1.0       # 0.396 < 0.995 x 0.40 = 0.398: only the reference
+    assert choose_mmr_lambda({1.0: 0.2, 0.5: 0.25}, 0.0) == 0.5     # diversity that helps is taken
+    assert choose_mmr_lambda({1.0: 0.0, 0.5: 0.0}, 0.02) == 0.5     # nothing to lose
+    with pytest.raises(ValueError, match="weight 1.0 is the reference"):
+        choose_mmr_lambda({0.5: 0.3}, 0.02)

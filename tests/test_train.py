@@ -167,6 +167,13 @@ def test_the_item_item_scale_is_chosen_on_validation_and_used_by_the_gate(tmp_pa
     spec = load_scorer(f"models:/portrait-profile/{outcome.version}").spec
     assert spec.item_item_scale == chosen
     assert spec.item_item == ({"history_days": 90, "l2": 500.0, "max_items": 5000, "min_users": 2} if chosen else {})
+    # The MMR weight: every weight re-ranked on validation, the most diverse within the tolerance kept.
+    from ml.train import MMR_LAMBDAS, choose_mmr_lambda
+
+    mmr = {float(n.removeprefix("val_ndcg_at_k_mmr_")): v for n, v in run.data.metrics.items()
+           if n.startswith("val_ndcg_at_k_mmr_")}
+    assert set(mmr) == set(MMR_LAMBDAS)
+    assert spec.mmr_lambda == float(run.data.params["mmr_lambda"]) == choose_mmr_lambda(mmr, 0.02)
     # Without histories the term is neither tuned nor used.
     plain = train_and_register(_cfg(tmp_path / "plain", epochs=1, refit="false", gate_baselines="[]"), snapshot,
                                load_holdout(snapshot, 10_000), {}, D)
