@@ -380,7 +380,7 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date) -> StepResult:
 
     from jobs.rerank import rerank, settings
     from ml.registry import champion_uri
-    from ml.score import load_champion
+    from ml.score import apply_overrides, load_champion
 
     features = read_table(spark, cfg, "gold.user_features").where(F.col("as_of_date") == F.lit(run_date))
     if not features.limit(1).count():
@@ -390,7 +390,7 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date) -> StepResult:
     items = item_features.drop("as_of_date").toArrow()
     if items.num_rows == 0:
         raise InputDataError(f"gold.item_features has no rows for {run_date}; run the features step for that date")
-    scorer = load_champion(cfg)
+    scorer = apply_overrides(load_champion(cfg), cfg)
     version = scorer.version
     look_back = run_date - dt.timedelta(days=int(cfg.get("recommend.exclude_bought_days")))
     consumed = transform_consumed(read_table(spark, cfg, "silver.events"), consumed_event_types(cfg),

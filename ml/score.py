@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from jobs.common.config import Config
+from jobs.common.errors import ConfigError
 from ml.dataset import ItemTable, ModelSpec, encode_items, encode_users
 from ml.model import CHURN_OUTPUT, REPEAT_WEIGHTS, SEGMENT_OUTPUT, TAGS_OUTPUT, USER_EMBEDDING, repeat_scale
 
@@ -167,6 +168,26 @@ def load_champion(cfg: Config) -> Scorer:
     configure_mlflow(cfg)
     version, _ = require_champion(cfg)
     return load_scorer(champion_uri(cfg), version)
+
+
+def apply_overrides(scorer: Scorer, cfg: Config) -> Scorer:
+    """model.item_item_scale: `auto` keeps the scale the model's training chose on its validation days;
+    a number replaces it for this scoring (with the profile's model.item_item settings when the model
+    has none). For data whose validation days cannot decide (docs/benchmarks.md: MovieLens)."""
+    value = cfg.get("model.item_item_scale", "auto")
+    if value == "auto":
+        return scorer
+    scale = cfg.number("model.item_item_scale")
+    if scale < 0:
+        raise ConfigError(f"model.item_item_scale must be auto or a number >= 0, got {value!r}")
+    from dataclasses import asdict
+
+    from ml.itemitem import ItemItemSettings
+
+    scorer.spec.item_item_scale = scale
+    if not scorer.spec.item_item:
+        scorer.spec.item_item = asdict(ItemItemSettings.from_config(cfg))
+    return scorer
 
 
 def load_scorer(model_uri: str, version: str = "") -> Scorer:

@@ -109,3 +109,25 @@ def test_history_pairs_are_point_in_time(spark):
     ], "user_key string, item_id string, event_type string, event_date date, landed_date date")
     got = sorted(tuple(r) for r in history_pairs(events, D, 3).collect())
     assert got == [("u1", "a"), ("u2", "f")]
+
+
+def test_a_configured_scale_overrides_the_tuned_one_when_scoring():
+    from types import SimpleNamespace
+
+    from ml.score import apply_overrides
+
+    def scorer():
+        return SimpleNamespace(spec=SimpleNamespace(item_item_scale=0.0, item_item={}))
+
+    def cfg(**model):
+        return Config("test", Path("."), {"model": model})
+
+    kept = apply_overrides(scorer(), cfg(item_item_scale="auto"))
+    assert (kept.spec.item_item_scale, kept.spec.item_item) == (0.0, {})
+    forced = apply_overrides(scorer(), cfg(item_item_scale=256, item_item={"history_days": 30}))
+    assert forced.spec.item_item_scale == 256.0
+    assert forced.spec.item_item == {"history_days": 30, "l2": 500.0, "max_items": 5000, "min_users": 2}
+    with pytest.raises(ConfigError, match="model.item_item_scale must be auto or a number >= 0, got -1"):
+        apply_overrides(scorer(), cfg(item_item_scale=-1))
+    with pytest.raises(ConfigError, match="model.item_item_scale is 'often'"):
+        apply_overrides(scorer(), cfg(item_item_scale="often"))
