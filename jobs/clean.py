@@ -24,7 +24,7 @@ from jobs.common.privacy import (
     DEFAULT_AGE_EDGES, Generalisation, load_hmac_key, pseudonymise, pseudonymise_contact,
 )
 from jobs.common.step import StepResult, TableCount
-from jobs.common.text import normalise_text
+from jobs.common.text import normalise_text, strip_invisible
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -240,9 +240,10 @@ def _landed_end(params: CleanParams) -> "Column":
 
 
 def _blank_to_null(column: "Column") -> "Column":
+    """Trimmed, without invisible characters (jobs/common/text.py); null when nothing is left."""
     from pyspark.sql import functions as F
 
-    value = F.trim(column)
+    value = F.trim(strip_invisible(column))
     return F.when(value == F.lit(""), F.lit(None)).otherwise(value)
 
 

@@ -55,8 +55,15 @@ REASON_WRONG_COLUMNS = "wrong_column_count"
 REASON_BAD_ENCODING = "bad_encoding"
 REASON_NO_EVENT_ID = "missing_event_id"
 REASON_BAD_PARQUET = "unparseable_parquet"
+REASON_CONTROL_CHARACTERS = "control_characters"
+REASON_BAD_NUMBER = "bad_number"
 COLLECT_REASONS = (REASON_UNPARSEABLE, REASON_WRONG_COLUMNS, REASON_BAD_ENCODING, REASON_NO_EVENT_ID,
-                   REASON_BAD_PARQUET)
+                   REASON_BAD_PARQUET, REASON_CONTROL_CHARACTERS, REASON_BAD_NUMBER)
+# A raw C0 control character (tab aside) has no place in a text line: JSON forbids it unescaped, and
+# in a delimited file it is binary junk. (Escaped in JSON, `\u0001`, the line is fine; clean strips it.)
+_CONTROL_CHARACTER = r"[\x00-\x08\x0B-\x1F]"
+# Cells that mean "no value" in the exports we read; any other text in a numeric column is a bad_number.
+MISSING_NUMBER_TOKENS = ("null", "none", "na", "n/a", "nan", "\\n", "-")
 # A file that cannot be read to its end (a truncated gzip stream, a vanished file) is not a bad
 # record: the reader reports it this way and run() stops with the file and line, before writing.
 _UNREADABLE = "unreadable_file"
@@ -589,7 +596,31 @@ def transform_parse_records(records: "DataFrame", source: Source) -> "DataFrame"
         F.col("_parsed").isNull()
         | (F.col("_parsed._corrupt_record").isNotNull() & F.json_object_keys("_raw").isNull())
     )
-    typed = [F.col(f"_parsed.`{theirs}`").alias(ours) for theirs, ours, _ in wanted
+    # Numbers: a quoted number ("12.5") is read as one; any other text where a number belongs is a
+    # bad_number (events), never a silent null that clean would then default or impute.
+    numeric = {theirs: kind for theirs, kind in columns if kind in ("double", "long", "int")}
+    if numeric:
+        as_text = F.from_json("_raw", ", ".join(f"`{theirs}` string" for theirs in numeric))
+        position = {theirs: i for i, (theirs, _) in enumerate(columns)}
+        parsed = parsed.withColumn("_text", F.when(F.col("_reason").isNull(), F.struct(*[
+            F.when(F.col("_format") == "csv", F.try_element_at("_cells", F.lit(position[theirs] + 1)))
+            .otherwise(as_text[theirs]).alias(theirs) for theirs in numeric])))
+
+    def value(theirs: str) -> "Column":
+        if theirs not in numeric:
+            return F.col(f"_parsed.`{theirs}`")
+        text = F.trim(F.col(f"_text.`{theirs}`"))
+        return F.coalesce(F.col(f"_parsed.`{theirs}`"), _typed_cell(text, numeric[theirs]))
+
+    def not_a_number(theirs: str) -> "Column":
+        text = F.trim(F.col(f"_text.`{theirs}`"))
+        return (text.isNotNull() & (text != F.lit("")) & ~F.lower(text).isin(*MISSING_NUMBER_TOKENS)
+                & value(theirs).isNull())
+
+    bad_number = F.lit(False)
+    for theirs in numeric:
+        bad_number = bad_number | F.coalesce(not_a_number(theirs), F.lit(False))
+    typed = [value(theirs).alias(ours) for theirs, ours, _ in wanted
              if not ours.startswith(("item.", "_calendar."))]
     missing = [name for name, _ in schema_fields(_KIND_SCHEMA[source.kind])
                if name not in {ours for _, ours, _ in wanted} and name not in source.constants]
@@ -602,7 +633,7 @@ def transform_parse_records(records: "DataFrame", source: Source) -> "DataFrame"
     item_struct = []
     if source.kind == "events":  # item.* fields, all of them, NULL where the source maps none
         mapped = {ours: theirs for theirs, ours in item_fields}
-        item_struct = [F.struct(*[(F.col(f"_parsed.`{mapped[name]}`") if name in mapped else F.lit(None).cast(kind))
+        item_struct = [F.struct(*[(value(mapped[name]) if name in mapped else F.lit(None).cast(kind))
                                   .alias(name) for name, kind in schema_fields(ITEM_SCHEMA)]).alias("_item")]
     out = parsed.select(
         *typed,
@@ -611,7 +642,9 @@ def transform_parse_records(records: "DataFrame", source: Source) -> "DataFrame"
         *item_struct,
         *calendar,
         "_raw", "_source_file", "_line", "event_date", "_reason",
-        F.when(F.col("_reason").isNull() & broken, F.lit(REASON_UNPARSEABLE)).alias("_broken"),
+        F.when(F.col("_reason").isNull() & F.col("_raw").rlike(_CONTROL_CHARACTER), F.lit(REASON_CONTROL_CHARACTERS))
+        .when(F.col("_reason").isNull() & broken, F.lit(REASON_UNPARSEABLE)).alias("_broken"),
+        F.when(F.col("_reason").isNull() & bad_number, F.lit(REASON_BAD_NUMBER)).alias("_bad_number"),
     )
     if source.kind == "events":
         if source.event_id in (EVENT_ID_HASH, EVENT_ID_HASH_OCCURRENCE):
@@ -632,8 +665,8 @@ def transform_parse_records(records: "DataFrame", source: Source) -> "DataFrame"
     reason = F.coalesce(F.col("_reason"), F.col("_broken"))
     if source.kind == "events":
         no_id = F.col("event_id").isNull() | (F.trim(F.col("event_id")) == F.lit(""))
-        reason = F.coalesce(reason, F.when(no_id, F.lit(REASON_NO_EVENT_ID)))
-    return out.withColumn("_parse_error", reason).drop("_reason", "_broken")
+        reason = F.coalesce(reason, F.when(no_id, F.lit(REASON_NO_EVENT_ID)), F.col("_bad_number"))
+    return out.withColumn("_parse_error", reason).drop("_reason", "_broken", "_bad_number")
 
 
 def transform_source_times(parsed: "DataFrame", source: Source, dates: list[dt.date],

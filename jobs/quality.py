@@ -67,7 +67,7 @@ REDACTED = "<redacted>"  # what a sample shows for a column its suite lists in m
 # *REASONS tuples) are allowed as well, so a reason defined in code is never refused here; a null or
 # made-up one is.
 COLLECT_REASONS = ("unparseable_json", "wrong_column_count", "bad_encoding", "missing_event_id",
-                   "unparseable_parquet")
+                   "unparseable_parquet", "control_characters", "bad_number")
 CLEAN_REASONS = (
     "missing_user_id", "unknown_event_type", "bad_timestamp", "price_out_of_range", "quantity_out_of_range",
     "rating_out_of_range", "rating_off_scale", "unknown_item", "unknown_user", "held_unknown_item",

@@ -82,3 +82,101 @@ def test_items_map_to_the_taxonomy_top_level(spark):
     assert (rows["i1"]["category"], rows["i1"]["category_path"], rows["i1"]["title"]) == (
         "electronics", "electronics>phones", "Phone X")
     assert (rows["i2"]["category"], rows["i2"]["brand"]) == ("unknown", None)  # a missing brand stays missing
+
+
+# --------------------------------------------------------------------------------------------------
+# Hostile input (issue 22): what used to pass silently
+
+
+def test_a_line_with_raw_control_characters_is_quarantined_as_such(spark):
+    control = _event(event_id="c1", query="a\x01b")  # json.dumps escapes it; this line does not
+    raw_control = control.replace("\\u0001", "\x01")
+    nul = _event(event_id="c2").replace('"ios"', '"io\x00s"')
+    lines = spark.createDataFrame([(raw_control, "f.jsonl"), (nul, "f.jsonl"), (control, "f.jsonl")],
+                                  "_raw string, _source_file string")
+    rows = {r["_raw"]: r for r in transform_parse_events(lines, D).collect()}
+    assert rows[raw_control]["_parse_error"] == "control_characters"
+    assert rows[nul]["_parse_error"] == "control_characters"
+    assert rows[control]["_parse_error"] is None  # escaped in JSON: the line is fine, clean strips the value
+
+
+def test_a_number_that_is_not_one_is_quarantined_and_a_quoted_number_is_read(spark):
+    lines = spark.createDataFrame(
+        [(_event(event_id="p1", price="abc"), "f.jsonl"), (_event(event_id="p2", price="12.5"), "f.jsonl"),
+         (_event(event_id="p3", event_type="purchase", quantity="two"), "f.jsonl"),
+         (_event(event_id="p4", price="NA"), "f.jsonl"), (_event(event_id="p5", price=None), "f.jsonl"),
+         (_event(event_id="p6", rating=True), "f.jsonl")],
+        "_raw string, _source_file string",
+    )
+    rows = {r["event_id"]: r for r in transform_parse_events(lines, D).collect()}
+    assert {e: (r["price"], r["_parse_error"]) for e, r in rows.items()} == {
+        "p1": (None, "bad_number"), "p2": (12.5, None), "p3": (9.5, "bad_number"), "p4": (None, None),
+        "p5": (None, None), "p6": (9.5, "bad_number")}
+
+
+def test_a_csv_cell_that_is_not_a_number_is_quarantined(spark):
+    from jobs.common.landing import Source
+
+    source = Source("shop", "events", "events", columns={"id": "event_id", "cost": "price", "n": "quantity"})
+    lines = spark.createDataFrame(
+        [(["e1", "abc", "1"], "csv"), (["e2", "7.25", "3.0"], "csv"), (["e3", "", "NULL"], "csv"),
+         (["e4", "1", "x"], "csv")],
+        "_cells array<string>, _format string",
+    ).withColumn("_raw", __import__("pyspark.sql.functions", fromlist=["F"]).concat_ws(",", "_cells"))
+    rows = {r["event_id"]: r for r in transform_parse_events(lines, D, source).collect()}
+    assert {e: (r["price"], r["quantity"], r["_parse_error"]) for e, r in rows.items()} == {
+        "e1": (None, 1, "bad_number"), "e2": (7.25, 3, None), "e3": (None, None, None),
+        "e4": (1.0, None, "bad_number")}
+
+
+def test_dates_that_only_start_like_a_date_are_bad_timestamps(spark):
+    from pyspark.sql import functions as F
+
+    from jobs.clean import parse_timestamp
+
+    values = ["20261104", "2026-11-04xyz", "2026-11-04T10:00:00+08:00junk", "2026-11-04", "2026-11-04 10:00",
+              "2026-11-04T10:00:00.5+0800", "2019-10-01 00:00:00 UTC", "2026-11-04 10:00:00 Asia/Shanghai",
+              "1793671200", "1793671200000"]
+    df = spark.createDataFrame([(v,) for v in values], "ts string")
+    parsed = dict(zip(values, [r[0] for r in df.select(parse_timestamp(F.col("ts"))).collect()], strict=True))
+    assert [v for v, t in parsed.items() if t is None] == ["20261104", "2026-11-04xyz", "2026-11-04T10:00:00+08:00junk"]
+    assert parsed["2026-11-04"] == dt.datetime(2026, 11, 4)
+    assert parsed["2026-11-04T10:00:00.5+0800"] == dt.datetime(2026, 11, 4, 2, 0, 0, 500000)
+    assert parsed["2026-11-04 10:00:00 Asia/Shanghai"] == dt.datetime(2026, 11, 4, 2)
+
+
+def test_invisible_and_control_characters_do_not_reach_silver_text(spark):
+    from tests.test_clean import bronze_row, frame
+
+    review = "\u202eGreat\u200b sound\x00 \x1b[31mred\x1b[0m\ufeff!"
+    rows = [bronze_row("a", 1, event_type="review", price=None, rating=5.0, review_text=review,
+                       device="i\u200dos", channel="\x1b[1morganic", geo="Shang\u2066hai"),
+            bronze_row("b", 2, event_type="search", item_id=None, price=None, query="\u200b\u200f"),
+            bronze_row("c\u200b", 3, user_id="u1\u00ad", item_id="i1\u2060", session_id="s1\x07")]
+    typed = {r["_line"]: r for r in transform_type_events(frame(spark, rows)).collect()}
+    assert typed[1]["review_text"] == "Great sound red!"
+    assert (typed[1]["device"], typed[1]["channel"], typed[1]["geo"]) == ("ios", "organic", "Shanghai")
+    assert typed[2]["query"] is None  # nothing visible is left: missing
+    assert (typed[3]["event_id"], typed[3]["user_id"], typed[3]["item_id"], typed[3]["session_id"]) == (
+        "c", "u1", "i1", "s1")
+
+
+def test_item_titles_lose_invisible_characters_too(spark):
+    df = spark.createDataFrame([("i1", "Phone\u200b \u202eX\x1b[0m", "electronics>phones", "Ac\u200dme", 10.0, D)],
+                               "item_id string, title string, category_path string, brand string, price double, "
+                               "snapshot_date date")
+    row = transform_items(df).collect()[0]
+    assert (row["title"], row["brand"]) == ("Phone X", "Acme")
+
+
+def test_a_source_declaring_iso_times_refuses_the_basic_format_and_trailing_junk():
+    import pandas as pd
+
+    from jobs.common.landing import TimestampFormat, parse_instants
+
+    values = pd.Series(["20261104", "2026-11-04xyz", "20261104T100000Z", "2026-11-04T10:00:00+08:00", "2026-11-04"])
+    got = parse_instants(values, TimestampFormat(declared=True)).tolist()
+    assert [pd.isna(v) for v in got] == [True, True, True, False, False]
+    assert got[3] == pd.Timestamp("2026-11-04T02:00:00Z")
+    declared = parse_instants(pd.Series(["20261104", "2026-11-04"]), TimestampFormat("%Y%m%d", declared=True)).tolist()
+    assert declared[0] == pd.Timestamp("2026-11-04T00:00:00Z") and pd.isna(declared[1])

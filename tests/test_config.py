@@ -85,3 +85,21 @@ def test_integer_accessor_names_the_key_and_value():
         bad.integer("model.epochs")
     with pytest.raises(ConfigError, match=r"model.epochs is 2.5"):
         type(cfg)(profile="local", root=cfg.root, data={"model": {"epochs": 2.5}}).integer("model.epochs")
+
+
+@pytest.mark.parametrize("value", ["20261104", "2026-11-04xyz", "2026-11-4", " 2026-11-04 junk", "2026-13-01"])
+def test_a_run_date_is_yyyy_mm_dd_and_nothing_else(value):
+    from jobs.common.dates import parse_date
+
+    with pytest.raises(ConfigError, match=r"run date .* is not a date; use YYYY-MM-DD"):
+        parse_date(value, "run date")
+
+
+def test_a_run_date_may_be_a_full_iso_instant_as_airflow_passes_it():
+    import datetime as dt
+
+    from jobs.common.dates import parse_date
+
+    assert parse_date("2026-11-04") == dt.date(2026, 11, 4)
+    assert parse_date("2026-11-04T00:00:00+00:00") == dt.date(2026, 11, 4)
+    assert parse_date(" 2026-11-04 ") == dt.date(2026, 11, 4)

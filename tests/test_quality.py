@@ -101,6 +101,7 @@ def test_quarantine_reasons_cover_the_contract_and_the_steps_constants(cfg):
     parameters = suite_parameters(cfg, D)
     reasons = set(parameters["quarantine_reasons"])
     assert {"unparseable_json", "wrong_column_count", "bad_encoding", "missing_event_id", "unparseable_parquet",
+            "control_characters", "bad_number",
             "missing_user_id", "unknown_event_type", "bad_timestamp", "price_out_of_range", "quantity_out_of_range",
             "rating_out_of_range", "unknown_item", "unknown_user", "held_unknown_item", "held_unknown_user",
             "bot_rate", "impossible_sequence", "outlier", "too_late", "negative_price", "bad_quantity"} <= reasons

@@ -359,6 +359,9 @@ def parse_instants(values: "pd.Series", spec: TimestampFormat) -> "pd.Series":
         return pd.to_datetime(numbers, unit=unit, utc=True, errors="coerce")
     text = values.astype("string").str.strip()
     if spec.format == TS_ISO:
+        # The extended form only: pandas also reads the basic form (20261104), which a source that
+        # declares ISO-8601 does not write; a source that does declares %Y%m%d.
+        text = text.where(text.str.match(r"^\d{4}-\d{2}-\d{2}(?:$|[T ])").fillna(False).astype(bool))
         zoned = text.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True).fillna(False).astype(bool)
         out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
         if zoned.any():
