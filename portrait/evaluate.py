@@ -11,8 +11,15 @@
    trained on the run's silver.events (the training part as the model saw it), all scored by one scorer
    (ml.baselines.evaluate_recommender) against the same truth, and the truth users' top-k lists by
    ml.evaluate.diversity_report (coverage, Gini, intra-list diversity, novelty, distinct items);
-4. report: the table printed, logged to an MLflow run (experiment evaluate.experiment) in the caller's
+4. churn (temporal protocol, portrait/churn_eval.py): publish.user_profile.churn_risk of the run date,
+   BG/NBD (lifetimes) and recency against "no model.churn_events event in the model.churn_horizon_days
+   after the run date", AUC, ECE and a reliability plot; the held-out days must cover the horizon (on a
+   one-item dataset such as CDNOW the temporal window is widened to it: there, churn is the point);
+5. report: the table printed, logged to an MLflow run (experiment evaluate.experiment) in the caller's
    store, and written to the work folder as JSON and Markdown.
+
+A dataset whose interactions name one item (CDNOW) skips the recommendation scoring: every list would
+be that item, so the table says "skipped" and why.
 
 Truth is the held-out (user, item) pairs of users the pipeline saw in training, less the pairs the user
 already has in training (those are excluded from every list, so no recommender could score them).
@@ -29,7 +36,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -37,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from jobs.common.config import Config, load_config
 from jobs.common.errors import ConfigError, PortraitError
 from ml.splits import PROTOCOLS, SplitParams, keep_masks, split
+from portrait.churn_eval import churn_skip_reason
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -361,6 +369,31 @@ def table_markdown(results: Mapping[str, Mapping[str, float]], k: int) -> str:
     return "\n".join(lines)
 
 
+def churn_events(interactions: "pd.DataFrame", key: bytes, lake: Config, event_types: tuple[str, ...]) -> "pd.DataFrame":
+    """(user_key, event_date) of every interaction whose source's event type is a churn event, both sides of
+    the cut-off (churn_eval reads the training days and labels with the days after)."""
+    import pandas as pd
+
+    everything = pd.Series(True, index=interactions.index)
+    rows = training_events(interactions, ~everything, key, lake)
+    return rows.loc[rows["event_type"].isin(event_types), ["user_key", "event_date"]].reset_index(drop=True)
+
+
+def score_churn(spark: "SparkSession | None", lake: Config, interactions: "pd.DataFrame", key: bytes,
+                run_date: dt.date, out_dir: Path) -> dict[str, Any]:
+    """portrait.churn_eval.evaluate_churn at the run date (the last training day), with the published
+    churn_risk of that day when `spark` is given (None: --baselines-only, BG/NBD and recency only)."""
+    import pandas as pd
+
+    from portrait.churn_eval import ChurnParams, evaluate_churn, published_churn_risk
+
+    churn = ChurnParams.from_config(lake)
+    events = churn_events(interactions, key, lake, churn.churn_events)
+    published = None if spark is None else published_churn_risk(spark, lake, run_date)
+    last_day = max(pd.to_datetime(interactions["ts"], utc=True).dt.date)
+    return evaluate_churn(events, run_date, churn, out_dir, published=published, last_day=last_day)
+
+
 def model_quality(work_env: Mapping[str, str]) -> dict[str, float]:
     """Tag, segment and churn figures the pipeline's training run logged on its own held-out days
     (labels the data itself gives: categories engaged next, purchases in the churn horizon)."""
@@ -390,7 +423,8 @@ def log_to_mlflow(cfg: Config, experiment: str, dataset: str, protocol: str, rec
         mlflow.create_experiment(experiment, artifact_location=root if "://" in root else Path(root).as_uri())
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=f"{dataset}-{protocol}") as run:
-        mlflow.set_tags({"dataset": dataset, "protocol": protocol})
+        mlflow.set_tags({"dataset": dataset, "protocol": protocol,
+                         **{f"{part}_skipped": why for part, why in record.get("skipped", {}).items() if why}})
         mlflow.log_params({"dataset": dataset, "protocol": protocol, "split": record["split"],
                            "k": record["k"], "run_date": record["facts"]["run_date"],
                            "collect_days": record["collect_days"]})
@@ -398,11 +432,35 @@ def log_to_mlflow(cfg: Config, experiment: str, dataset: str, protocol: str, rec
         metrics.update({f"facts_{k}": float(v) for k, v in record["facts"].items() if isinstance(v, (int, float))})
         metrics.update({f"step_seconds_{k.replace('#', '_')}": v for k, v in record["step_seconds"].items()})
         metrics.update({f"pipeline_{k}": v for k, v in record["model_quality"].items()})
+        churn = record.get("churn") or {}
+        metrics.update({f"churn_{name}_{m}": v for name, r in churn.get("results", {}).items() for m, v in r.items()})
+        metrics.update({k: float(v) for k, v in churn.get("facts", {}).items() if isinstance(v, (int, float))})
         metrics["wall_seconds"] = record["wall_seconds"]
         mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})   # NaN is not a metric
         for path in files:
             mlflow.log_artifact(str(path))
         return run.info.run_id
+
+
+def recommendations_skip_reason(interactions: "pd.DataFrame") -> str | None:
+    """Why recommendations cannot be scored on these interactions (None: they can): with one item
+    every list is that item, and nothing is left to recommend to a user who has it."""
+    items = interactions["item_id"].nunique()
+    if items < 2:
+        return f"recommendations skipped: the interactions name {items} item (nothing to rank)"
+    return None
+
+
+def report_markdown(record: Mapping[str, Any], k: int) -> str:
+    """The recommendation table (or why it was skipped), then the churn table (or why it was skipped)."""
+    skipped = record.get("skipped", {})
+    parts = [skipped["recommendations"] if skipped.get("recommendations") else table_markdown(record["results"], k)]
+    churn = record.get("churn") or {}
+    if churn:
+        parts.append(churn["table"])
+    elif skipped.get("churn"):
+        parts.append(f"churn not scored: {skipped['churn']}")
+    return "\n\n".join(parts)
 
 
 def evaluate(name: str, protocol: str, cfg: Config | None = None, datasets: ModuleType | None = None,
@@ -443,11 +501,20 @@ def evaluate(name: str, protocol: str, cfg: Config | None = None, datasets: Modu
 
     t0 = time.monotonic()
     key = load_hmac_key(lake)
+    everything = datasets.interactions(name)
+    usable = everything[everything["user_id"].notna() & everything["item_id"].notna() & everything["ts"].notna()]
+    skipped = {"recommendations": recommendations_skip_reason(usable), "churn": None}
+    horizon = int(lake.get("model.churn_horizon_days"))
+    if (skipped["recommendations"] and protocol == "temporal" and not params.split.leave_last_out
+            and params.split.test_days < horizon):
+        # One item: churn is all there is to score, so the held-out window is the churn horizon.
+        echo(f"{name}: {skipped['recommendations']}; the temporal window is widened from evaluate.test_days "
+             f"{params.split.test_days} to the churn horizon {horizon} (model.churn_horizon_days)")
+        params = replace(params, split=replace(params.split, test_days=horizon))
+    skipped["churn"] = churn_skip_reason(protocol, params.split.leave_last_out, params.split.test_days, horizon)
     prepared = prepare(datasets, name, protocol, params, work, key, land=not rescore and not baselines_only)
     train_rows = None
     if baselines_only:
-        everything = datasets.interactions(name)
-        usable = everything[everything["user_id"].notna() & everything["item_id"].notna() & everything["ts"].notna()]
         held_out, _ = split(usable, protocol, params.split)
         heldout_frame(usable, held_out, key).to_parquet(prepared.heldout, index=False)
         train_rows = training_events(usable, held_out, key, lake)
@@ -465,31 +532,50 @@ def evaluate(name: str, protocol: str, cfg: Config | None = None, datasets: Modu
         steps = run_pipeline(work, env, last, collect_days, params.pipeline_timeout_minutes)
     echo("pipeline steps (s): " + ", ".join(f"{k} {v:g}" for k, v in steps.items()))
 
-    from jobs.common.spark import build_spark
+    spark = None
+    if not skipped["recommendations"] or not baselines_only:
+        from jobs.common.spark import build_spark
 
-    spark = build_spark(lake, app_suffix="evaluate")
+        spark = build_spark(lake, app_suffix="evaluate")
     t0 = time.monotonic()
-    results, facts = score(spark, lake, prepared.heldout, last, params, train_rows)
+    if skipped["recommendations"]:
+        results, facts = {}, {"run_date": last.isoformat()}
+    else:
+        results, facts = score(spark, lake, prepared.heldout, last, params, train_rows)
     score_seconds = round(time.monotonic() - t0, 1)
+    churn: dict[str, Any] = {}
+    if not skipped["churn"]:
+        t0 = time.monotonic()
+        churn = score_churn(None if baselines_only else spark, lake, usable, key, last, work)
+        score_seconds = round(score_seconds + time.monotonic() - t0, 1)
     record = {
         "dataset": name, "protocol": variant, "split": prepared.description, "k": params.k,
         "collect_days": collect_days, "facts": {**facts, "interactions": prepared.interactions,
                                                 "held_out": prepared.held_out, "users": prepared.users},
-        "results": results, "step_seconds": {"split_and_land": split_seconds, **steps,
-                                             "score_and_baselines": score_seconds},
+        "results": results, "skipped": skipped,
+        "churn": {k: churn[k] for k in ("results", "facts", "table")} if churn else {},
+        "step_seconds": {"split_and_land": split_seconds, **steps, "score_and_baselines": score_seconds},
         "model_quality": {} if baselines_only else model_quality(env),
         "wall_seconds": round(time.monotonic() - started, 1),
         "command": f"portrait evaluate --dataset {name} --protocol {protocol}",
         "pipeline_overrides": dict(params.pipeline_overrides),
     }
-    table = table_markdown(results, params.k)
+    table = report_markdown(record, params.k)
     (work / "evaluation.json").write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
     (work / "evaluation.md").write_text(table + "\n", encoding="utf-8")
     record["mlflow_run_id"] = log_to_mlflow(cfg, params.experiment, name, variant, record,
-                                            [work / "evaluation.json", work / "evaluation.md"])
+                                            [work / "evaluation.json", work / "evaluation.md",
+                                             *churn.get("files", [])])
     echo(table)
-    echo(f"truth: {facts['truth_pairs']:,} pairs of {facts['truth_users']:,} users "
-         f"({facts['truth_users_with_a_list']:,} with a published list); catalogue {facts['catalog_items']:,} items")
+    if not skipped["recommendations"]:
+        echo(f"truth: {facts['truth_pairs']:,} pairs of {facts['truth_users']:,} users "
+             f"({facts['truth_users_with_a_list']:,} with a published list); "
+             f"catalogue {facts['catalog_items']:,} items")
+    if churn:
+        f = churn["facts"]
+        echo(f"churn: {f['churn_users_known']:,} users with a purchase by {f['churn_cutoff']}, labelled on "
+             f"({f['churn_cutoff']}, {f['churn_window_end']}]; BG/NBD r {f['bgnbd_r']:.3f} alpha "
+             f"{f['bgnbd_alpha']:.2f} a {f['bgnbd_a']:.3f} b {f['bgnbd_b']:.3f}; plot {work / 'churn_calibration.png'}")
     if record["model_quality"]:
         echo("pipeline's own test figures: " + ", ".join(f"{k} {v:.4f}" for k, v in record["model_quality"].items()))
     echo(f"wall time {record['wall_seconds']:.0f}s; MLflow run {record['mlflow_run_id']} "
@@ -497,5 +583,6 @@ def evaluate(name: str, protocol: str, cfg: Config | None = None, datasets: Modu
     return record
 
 
-__all__ = ["DIVERSITY", "EvaluateParams", "EvaluationError", "evaluate", "heldout_frame", "step_seconds",
-           "prepare", "score", "table_markdown", "truth_pairs", "work_environment"]
+__all__ = ["DIVERSITY", "EvaluateParams", "EvaluationError", "churn_events", "evaluate", "heldout_frame",
+           "prepare", "recommendations_skip_reason", "report_markdown", "score", "score_churn", "step_seconds",
+           "table_markdown", "truth_pairs", "work_environment"]
