@@ -170,10 +170,15 @@ def evaluate(
     rescore: bool = typer.Option(False, "--rescore", help="score a finished evaluation's run again, without "
                                  "landing or running the pipeline"),
     baselines_only: bool = typer.Option(False, "--baselines-only", help="no landing, no pipeline: only the "
-                                        "baselines, trained on the training interactions as the dataset gives them"),
+                                        "baselines (temporal: BG/NBD and recency for churn), trained on the "
+                                        "training interactions as the dataset gives them"),
 ) -> None:
     """Split a dataset before it lands, run the real pipeline on the training part, and score
     publish.recommendations and four baselines (popularity, co-occurrence, ALS, EASE) on the held-out part.
+
+    temporal also scores publish.user_profile.churn_risk of the run date, BG/NBD (lifetimes) and recency
+    against "no purchase in model.churn_horizon_days" (AUC, ECE, calibration plot); the held-out days must
+    cover that horizon. A one-item dataset (cdnow) skips recommendations and holds out the horizon.
 
     Prints the table (P/R/nDCG/MAP@k, coverage, share of already-seen items) and logs it to an MLflow run
     of the experiment evaluate.experiment; everything else lands under evaluate.work_dir.
