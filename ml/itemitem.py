@@ -44,16 +44,19 @@ class ItemItemSettings:
     l2: float
     max_items: int
     min_users: int
+    # Fewer users than this in the days after the validation date: the scale is chosen on a split
+    # within each user's history instead (ml.train.within_user_holdout).
+    validation_min_users: int = 50
 
     @classmethod
     def from_config(cls, cfg: "Config") -> "ItemItemSettings":
         raw = cfg.get("model.item_item", {}) or {}
         if not isinstance(raw, Mapping):
             raise ConfigError(f"model.item_item must be a mapping, got {raw!r}")
-        unknown = sorted(set(raw) - {"history_days", "l2", "max_items", "min_users"})
+        known = ("history_days", "l2", "max_items", "min_users", "validation_min_users")
+        unknown = sorted(set(raw) - set(known))
         if unknown:
-            raise ConfigError(f"model.item_item has unknown key(s) {', '.join(unknown)}; "
-                              "known: history_days, l2, max_items, min_users")
+            raise ConfigError(f"model.item_item has unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
 
         def whole(name: str, default: int, least: int) -> int:
             value = raw.get(name, default)
@@ -64,7 +67,8 @@ class ItemItemSettings:
         l2 = raw.get("l2", 500.0)
         if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not l2 > 0:
             raise ConfigError(f"model.item_item.l2 must be a positive number, got {l2!r}")
-        return cls(whole("history_days", 90, 1), float(l2), whole("max_items", 5000, 1), whole("min_users", 2, 1))
+        return cls(whole("history_days", 90, 1), float(l2), whole("max_items", 5000, 1), whole("min_users", 2, 1),
+                   whole("validation_min_users", 50, 0))
 
 
 def history_pairs(events: "DataFrame", as_of: dt.date, days: int) -> "DataFrame":

@@ -338,6 +338,7 @@ class HistoryTuning:
     ndcg: dict[tuple[float, float], float]       # validation nDCG@k per (repeat multiplier, neighbour scale) tried
     item_item_scale: float = 0.0
     item_item_ndcg: dict[float, float] = field(default_factory=dict)   # per item-item scale, at the chosen pair
+    item_item_on: str = ""             # which validation chose it: "next days (N users)" or "within user (N users)"
 
 
 def _nearest_one(multiplier: float) -> float:
@@ -399,15 +400,65 @@ def tune_history(models, spec: ModelSpec, validation: Holdout, k: int, neighbour
         set_repeat_scale(models.profile, learned * multiplier)
         spec.neighbour_scale = scale
     item_item_ndcg: dict[float, float] = {}
+    item_item_on = ""
     if item_item is not None and validation.history is not None:
         from dataclasses import asdict
 
-        weights = holdout_item_item(scorer, validation, item_vectors[0], item_item)
-        chosen = replace(scores, repeat_scale=(learned or 0.0) * multiplier, neighbour_scale=scale)
-        item_item_ndcg = {e: measure(replace(chosen, item_item_scale=e), weights) for e in ITEM_ITEM_SCALES}
+        target = validation
+        if len(validation.truth) < item_item.validation_min_users:
+            target = within_user_holdout(validation)
+        item_item_on = f"{'next days' if target is validation else 'within user'} ({len(target.truth)} users)"
+        weights = holdout_item_item(scorer, target, item_vectors[0], item_item)
+        target_similarity = similarity if target is validation or similarity is None else \
+            sequence_neighbours(target.table, item_vectors[0], spec)
+        # the towers once more on the target's rows; the repeat and neighbour values chosen above apply
+        _, chosen = model_recommendations(scorer, target, k, item_vectors, neighbours=target_similarity)
+
+        def measure_item_item(e: float) -> float:
+            recs, _ = model_recommendations(scorer, target, k, item_vectors, replace(chosen, item_item_scale=e),
+                                            target_similarity, weights)
+            return ranking_report(recs, target.truth, k, target.catalog_size)["ndcg_at_k"]
+
+        item_item_ndcg = {e: measure_item_item(e) for e in ITEM_ITEM_SCALES}
         spec.item_item_scale = max(item_item_ndcg, key=lambda e: (item_item_ndcg[e], -e))
         spec.item_item = asdict(item_item) if spec.item_item_scale else {}
-    return HistoryTuning(multiplier, scale, ndcg, spec.item_item_scale, item_item_ndcg)
+    return HistoryTuning(multiplier, scale, ndcg, spec.item_item_scale, item_item_ndcg, item_item_on)
+
+
+def within_user_holdout(validation: Holdout, share: float = 0.25, min_items: int = 4) -> Holdout:
+    """The validation as-of date split within each user, for data where too few users come back in the
+    days after it (MovieLens: 9 of 671): of every user with at least `min_items` items in
+    validation.history, floor(share x n) items (the smallest SHA-1 of "user|item", fixed) become the
+    truth; the rest stay the history and are excluded from the lists, as consumed items are; the hidden
+    items leave the rows' sequences (seq_* columns, step by step) so that no term sees them."""
+    import pyarrow as pa
+
+    hidden: dict[str, set[str]] = {}
+    kept: dict[str, list[str]] = {}
+    for user, items in (validation.history or {}).items():
+        n = int(math.floor(share * len(items))) if len(items) >= min_items else 0
+        order = sorted(items, key=lambda i: hashlib.sha1(f"{user}|{i}".encode("utf-8")).hexdigest())
+        hidden[user] = set(order[:n])
+        kept[user] = sorted(order[n:])
+    table = validation.table
+    keys = [str(k) for k in table.column("user_key").to_pylist()]
+    steps = table.column("seq_item_ids").to_pylist() if "seq_item_ids" in table.column_names else [None] * len(keys)
+    keep = [[j for j, item in enumerate(seq or []) if item not in hidden.get(user, ())] for user, seq in zip(keys, steps)]
+    for name in ("seq_item_ids", "seq_categories", "seq_event_types", "seq_gaps"):
+        if name in table.column_names:
+            values = table.column(name).to_pylist()
+            column = pa.array([None if v is None else [v[j] for j in idx] for v, idx in zip(values, keep)],
+                              table.schema.field(name).type)
+            table = table.set_column(table.schema.get_field_index(name), name, column)
+    bought = table.column("bought").to_pylist() if "bought" in table.column_names else [None] * len(keys)
+    excluded = pa.array([sorted(set(b or []) | set(kept.get(u, []))) for u, b in zip(keys, bought)], pa.list_(pa.string()))
+    if "bought" in table.column_names:
+        table = table.set_column(table.schema.get_field_index("bought"), "bought", excluded)
+    else:
+        table = table.append_column("bought", excluded)
+    present = set(keys)
+    truth = {u: h for u, h in hidden.items() if h and u in present}
+    return replace(validation, table=table, truth=truth, history=kept)
 
 
 # The re-ranker's MMR weights tried on the validation days (jobs/rerank.py; 1 = relevance only).
@@ -632,7 +683,8 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
                   "repeat_scale_multiplier": tuning.repeat_multiplier, "neighbour_scale": tuning.neighbour_scale,
                   "model.gate_bootstrap.samples": gate.samples, "model.gate_bootstrap.confidence": gate.confidence,
                   "model.gate_bootstrap.seed": gate.seed,
-                  "item_item_scale": tuning.item_item_scale, "mmr_lambda": mmr.mmr_lambda,
+                  "item_item_scale": tuning.item_item_scale,
+                  "item_item_validation": tuning.item_item_on or "none", "mmr_lambda": mmr.mmr_lambda,
                   "mmr_tuning_users": mmr.users,
                   **{f"split.{key}": (",".join(v) if isinstance(v, list) else v) for key, v in plan.to_dict().items()},
                   **{f"data_version.{t}": v for t, v in snapshot.table_versions.items()},

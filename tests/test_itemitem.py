@@ -91,7 +91,7 @@ def test_settings_name_the_bad_key(setting, message):
 
 
 def test_settings_defaults():
-    assert ItemItemSettings.from_config(Config("test", Path("."), {"model": {}})) == ItemItemSettings(90, 500.0, 5000, 2)
+    assert ItemItemSettings.from_config(Config("test", Path("."), {"model": {}})) == ItemItemSettings(90, 500.0, 5000, 2, 50)
 
 
 @pytest.mark.spark
@@ -126,8 +126,39 @@ def test_a_configured_scale_overrides_the_tuned_one_when_scoring():
     assert (kept.spec.item_item_scale, kept.spec.item_item) == (0.0, {})
     forced = apply_overrides(scorer(), cfg(item_item_scale=256, item_item={"history_days": 30}))
     assert forced.spec.item_item_scale == 256.0
-    assert forced.spec.item_item == {"history_days": 30, "l2": 500.0, "max_items": 5000, "min_users": 2}
+    assert forced.spec.item_item == {"history_days": 30, "l2": 500.0, "max_items": 5000, "min_users": 2,
+                                     "validation_min_users": 50}
     with pytest.raises(ConfigError, match="model.item_item_scale must be auto or a number >= 0, got -1"):
         apply_overrides(scorer(), cfg(item_item_scale=-1))
     with pytest.raises(ConfigError, match="model.item_item_scale is 'often'"):
         apply_overrides(scorer(), cfg(item_item_scale="often"))
+
+
+def test_within_user_holdout_hides_a_fixed_share_of_each_history_everywhere():
+    import hashlib
+
+    import pyarrow as pa
+
+    from ml.train import Holdout, within_user_holdout
+
+    items = [f"i{n}" for n in range(8)]
+    table = pa.table({
+        "user_key": ["u1", "u2"],
+        "seq_item_ids": [items, ["i0", "i1"]],
+        "seq_gaps": [[float(n) for n in range(8)], [0.0, 1.0]],
+        "bought": [["x9"], None],
+    })
+    validation = Holdout(D, D, table, pa.table({"item_id": items}), {"u1": {"i7"}}, 8,
+                         history={"u1": items, "u2": ["i0", "i1"], "u3": items[:4]})
+    split = within_user_holdout(validation)
+    # u1: floor(0.25 x 8) = 2 items, those of the smallest SHA-1 of "u1|item"; u2 has fewer than 4 items;
+    # u3 has 4 items (one hidden) but no row, so no truth.
+    hidden = sorted(items, key=lambda i: hashlib.sha1(f"u1|{i}".encode()).hexdigest())[:2]
+    assert split.truth == {"u1": set(hidden)}
+    assert split.history["u1"] == sorted(set(items) - set(hidden)) and split.history["u2"] == ["i0", "i1"]
+    assert len(split.history["u3"]) == 3
+    seq = split.table.column("seq_item_ids").to_pylist()
+    assert seq[0] == [i for i in items if i not in hidden] and seq[1] == ["i0", "i1"]
+    assert split.table.column("seq_gaps").to_pylist()[0] == [float(items.index(i)) for i in seq[0]]
+    # the kept history is excluded from the lists, as consumed items are, besides what was bought
+    assert split.table.column("bought").to_pylist() == [sorted({"x9", *split.history["u1"]}), ["i0", "i1"]]

@@ -79,6 +79,8 @@ def test_a_worse_configuration_does_not_move_champion(tmp_path, snapshot):
     assert client.get_model_version("portrait-profile", "2").tags["gate_diff_champion"].startswith(
         f"difference {difference:+.4f}, 95% CI [")
     assert "val_ndcg_at_k" in run.data.metrics and run.data.params["data_version.synthetic"] == "0"
+    # Without the users' histories the item-item term is neither tuned nor used.
+    assert (run.data.params["item_item_scale"], run.data.params["item_item_validation"]) == ("0.0", "none")
     # The repeat multiplier and the neighbour scale: every multiplier was tried without the neighbour
     # term, every neighbour scale at some multiplier, and the best pair tried is the one kept.
     from ml.train import NEIGHBOUR_SCALES, REPEAT_MULTIPLIERS
@@ -166,7 +168,8 @@ def test_the_item_item_scale_is_chosen_on_validation_and_used_by_the_gate(tmp_pa
 
     spec = load_scorer(f"models:/portrait-profile/{outcome.version}").spec
     assert spec.item_item_scale == chosen
-    assert spec.item_item == ({"history_days": 90, "l2": 500.0, "max_items": 5000, "min_users": 2} if chosen else {})
+    assert spec.item_item == ({"history_days": 90, "l2": 500.0, "max_items": 5000, "min_users": 2,
+                              "validation_min_users": 50} if chosen else {})
     # The MMR weight: every weight re-ranked on validation, the most diverse within the tolerance kept.
     from ml.train import MMR_LAMBDAS, choose_mmr_lambda
 
@@ -174,10 +177,12 @@ def test_the_item_item_scale_is_chosen_on_validation_and_used_by_the_gate(tmp_pa
            if n.startswith("val_ndcg_at_k_mmr_")}
     assert set(mmr) == set(MMR_LAMBDAS)
     assert spec.mmr_lambda == float(run.data.params["mmr_lambda"]) == choose_mmr_lambda(mmr, 0.02)
-    # Without histories the term is neither tuned nor used.
-    plain = train_and_register(_cfg(tmp_path / "plain", epochs=1, refit="false", gate_baselines="[]"), snapshot,
-                               load_holdout(snapshot, 10_000), {}, D)
-    assert float(mlflow.get_run(plain.run_id).data.params["item_item_scale"]) == 0.0
+    assert run.data.params["item_item_validation"].startswith("next days (")
+    # Too few users back in the validation days: the scale is chosen within users.
+    within = train_and_register(_cfg(tmp_path / "within", epochs=1, refit="false", gate_baselines="[]",
+                                     item_item="{validation_min_users: 100000}"),
+                                snapshot, holdout, {}, D, histories=histories)
+    assert mlflow.get_run(within.run_id).data.params["item_item_validation"].startswith("within user (")
 
 
 # --- bad input ------------------------------------------------------------------------------------
