@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from jobs.common.audit import write_audit
@@ -108,6 +108,8 @@ MISSING_VALUE_RULES: dict[str, MissingRule] = {
     "geo": MissingRule("default", "unknown"),
 }
 MISSING_SESSION_PREFIX = "nosession-"
+# The free-text columns and their caps when the profile names none (clean.max_text_chars).
+DEFAULT_MAX_TEXT_CHARS = {"query": 200, "review_text": 2000, "title": 500, "brand": 100}
 
 @dataclass(frozen=True)
 class CleanParams:
@@ -128,8 +130,17 @@ class CleanParams:
     outlier_action: str = "flag"
     outlier_z: float = 5.0
     outlier_min_users: int = 20
+    # Free-text columns are cut to this many characters (clean.max_text_chars; conf/local.yaml has the defaults).
+    max_text_chars: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_MAX_TEXT_CHARS))
 
     def __post_init__(self) -> None:
+        unknown = set(self.max_text_chars) - set(DEFAULT_MAX_TEXT_CHARS)
+        if unknown:
+            raise ConfigError(f"clean.max_text_chars names {sorted(unknown)}; it takes "
+                              f"{', '.join(DEFAULT_MAX_TEXT_CHARS)}")
+        for column, cap in self.max_text_chars.items():
+            if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+                raise ConfigError(f"clean.max_text_chars.{column} is {cap!r}; write a whole number of characters, 1 or more")
         if self.unknown_master not in ("hold", "quarantine"):
             raise ConfigError(f"clean.unknown_master is '{self.unknown_master}'; use hold or quarantine")
         if self.outlier_action not in ("flag", "remove"):
@@ -197,6 +208,7 @@ class CleanParams:
             outlier_action=str(outliers.get("action", default.outlier_action)),
             outlier_z=float(outliers.get("z_threshold", default.outlier_z)),
             outlier_min_users=int(outliers.get("min_users", default.outlier_min_users)),
+            max_text_chars={**DEFAULT_MAX_TEXT_CHARS, **(section.get("max_text_chars") or {})},
         )
 
 
@@ -237,6 +249,26 @@ def _landed_end(params: CleanParams) -> "Column":
 
     day_end = F.to_timestamp(F.date_add(F.col("landed_date"), 1))
     return day_end + F.expr(f"INTERVAL '{int(params.future_tolerance_minutes)}' MINUTE")
+
+
+def capped_text(column: "Column", cap: int) -> "Column":
+    """normalise_text, cut to `cap` characters (and trimmed again); see clean.max_text_chars."""
+    from pyspark.sql import functions as F
+
+    return F.rtrim(F.substring(normalise_text(column), 1, cap))
+
+
+def truncated_counts(frame: "DataFrame", caps: Mapping[str, int]) -> dict[str, int]:
+    """column -> rows whose normalised text is longer than its cap (what capped_text cuts), in one pass."""
+    from pyspark.sql import functions as F
+
+    present = {c: cap for c, cap in caps.items() if c in frame.columns}
+    if not present:
+        return {}
+    # NFKC goes through `reflect`, which Spark will not evaluate inside an aggregate: flag first, then count.
+    flags = frame.select(*[(F.length(normalise_text(F.col(c))) > F.lit(cap)).alias(c) for c, cap in present.items()])
+    row = flags.agg(*[F.count(F.when(F.col(c), 1)).alias(c) for c in present]).first()
+    return {c: int(row[c]) for c in present if row[c]}
 
 
 def _blank_to_null(column: "Column") -> "Column":
@@ -319,8 +351,8 @@ def transform_type_events(events: "DataFrame", params: CleanParams | None = None
         parse_timestamp(F.col("ts"), params.naive_timezone).alias("ts"),
         F.col("price").cast("double").alias("price"),
         F.col("quantity").cast("long").alias("quantity"),
-        normalise_text(F.col("query")).alias("query"),
-        normalise_text(F.col("review_text")).alias("review_text"),
+        capped_text(F.col("query"), params.max_text_chars["query"]).alias("query"),
+        capped_text(F.col("review_text"), params.max_text_chars["review_text"]).alias("review_text"),
         F.col("rating").cast("double").alias("rating"),
         F.lower(_blank_to_null(F.col("device"))).alias("device"),
         F.lower(_blank_to_null(F.col("channel"))).alias("channel"),
@@ -658,7 +690,8 @@ def transform_user_contacts(users: "DataFrame", key: bytes) -> "DataFrame":
 
 
 def transform_items(items: "DataFrame", price_range: tuple[float, float] | None = None,
-                    catalogue: CatalogueParams | None = None) -> "DataFrame":
+                    catalogue: CatalogueParams | None = None,
+                    max_text_chars: Mapping[str, int] | None = None) -> "DataFrame":
     """Read each item's category path as the catalogue settings say; normalise title and brand.
 
     `categories` holds the item's tag-level categories (several for `Drama|Thriller`), `category` the
@@ -669,16 +702,17 @@ def transform_items(items: "DataFrame", price_range: tuple[float, float] | None 
     from pyspark.sql import functions as F
 
     low, high = price_range or CleanParams().price_range
+    caps = {**DEFAULT_MAX_TEXT_CHARS, **(max_text_chars or {})}
     catalogue = catalogue or CatalogueParams()
     items = conform(items, {"title": "string", "category_path": "string", "brand": "string", "price": "double"})
     valid = items.withColumn("item_id", _blank_to_null(F.col("item_id"))).where(F.col("item_id").isNotNull())
     path = F.col("category_path").cast("string")
     shaped = valid.select(
         "item_id",
-        normalise_text(F.col("title")).alias("title"),
+        capped_text(F.col("title"), caps["title"]).alias("title"),
         category_path(path, catalogue).alias("category_path"),
         item_categories(path, catalogue).alias("categories"),
-        _blank_to_null(normalise_text(F.col("brand"))).alias("brand"),
+        _blank_to_null(capped_text(F.col("brand"), caps["brand"])).alias("brand"),
         F.when((F.col("price") >= low) & (F.col("price") <= high), F.col("price").cast("double")).alias("price"),
         "snapshot_date",
         *[c for c in ("_ingested_at", "_source_file", "_line") if c in valid.columns],
@@ -888,10 +922,13 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, collect_days: int
     finally:
         users.unpersist()
 
+    truncated: dict[str, int] = {}  # free text cut to clean.max_text_chars, by column
     items = read_table(spark, cfg, "bronze.items").where(F.col("snapshot_date") == F.lit(run_date)).cache()
     try:
         items_in, no_id = _rows_and_missing(items, "item_id")
-        cleaned = transform_items(items, params.price_range, CatalogueParams.from_config(cfg))
+        cleaned = transform_items(items, params.price_range, CatalogueParams.from_config(cfg), params.max_text_chars)
+        truncated.update(truncated_counts(conform(items, {"title": "string", "brand": "string"}),
+                                          {c: params.max_text_chars[c] for c in ("title", "brand")}))
         # add_columns: a silver.items written before `categories` existed takes the new column.
         items_out = replace_dates(cleaned, cfg, "silver.items", [run_date], add_columns=True)
         result.tables.append(TableCount("silver.items", items_in, items_out, items_in - no_id - items_out,
@@ -902,6 +939,15 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, collect_days: int
     bronze = read_table(spark, cfg, "bronze.events").where(F.col("event_date").isin(*dates))
     if "_parse_error" in bronze.columns:
         bronze = bronze.where(F.col("_parse_error").isNull())
+    truncated.update(truncated_counts(conform(bronze, {"query": "string", "review_text": "string"}),
+                                      {c: params.max_text_chars[c] for c in ("query", "review_text")}))
+    if truncated:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "clean %s: text longer than clean.max_text_chars was cut (rows per column: %s); bronze keeps it whole",
+            run_date, truncated)
+    result.details["truncated"] = truncated
     # Geo is a place like the user's city: generalised to the same level.
     typed = transform_type_events(bronze, params).withColumn("geo", generalise.city(F.col("geo")))
     known_users, known_items = _known(spark, cfg, run_date)

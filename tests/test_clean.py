@@ -525,3 +525,35 @@ def test_an_older_silver_events_without_landed_date_is_named_before_anything_is_
     with pytest.raises(InputDataError, match="silver.events at .* has no landed_date column"):
         run(spark, cfg, D)
     assert not table_exists(spark, cfg, "silver.users")
+
+
+def test_a_megabyte_in_each_text_column_is_cut_to_its_cap_and_counted(spark):
+    import time
+
+    from jobs.clean import DEFAULT_MAX_TEXT_CHARS, transform_items, truncated_counts
+
+    mega = "好评 great " * 104_858  # ~1 MB of UTF-8, 943k characters
+    rows = [bronze_row("r", 1, event_type="review", price=None, rating=5.0, review_text=mega),
+            bronze_row("q", 2, event_type="search", item_id=None, price=None, query=mega),
+            bronze_row("s", 3, event_type="search", item_id=None, price=None, query="short")]
+    params = CleanParams(max_text_chars={"query": 10, "review_text": 25, "title": 7, "brand": 3})
+    started = time.monotonic()
+    typed = {r["event_id"]: r for r in transform_type_events(frame(spark, rows), params).collect()}
+    assert typed["r"]["review_text"] == "好评 great 好评 great 好评 grea"  # 25 characters
+    assert (typed["q"]["query"], typed["s"]["query"]) == ("好评 great 好", "short")
+    assert truncated_counts(frame(spark, rows), params.max_text_chars) == {"query": 1, "review_text": 1}
+    items = spark.createDataFrame([("i1", mega, "electronics>phones", mega, 1.0, D)],
+                                  "item_id string, title string, category_path string, brand string, "
+                                  "price double, snapshot_date date")
+    item = transform_items(items, max_text_chars=params.max_text_chars).collect()[0]
+    assert (item["title"], item["brand"]) == ("好评 grea", "好评")  # the brand's "好评 " cut, then trimmed
+    assert truncated_counts(items, params.max_text_chars) == {"title": 1, "brand": 1}
+    assert time.monotonic() - started < 60
+    assert CleanParams().max_text_chars == DEFAULT_MAX_TEXT_CHARS
+
+
+@pytest.mark.parametrize(("caps", "message"), [({"review_text": 0}, "clean.max_text_chars.review_text is 0"),
+                                               ({"body": 5}, r"clean.max_text_chars names \['body'\]")])
+def test_bad_text_caps_are_named(caps, message):
+    with pytest.raises(ConfigError, match=message):
+        CleanParams(max_text_chars=caps)

@@ -125,3 +125,45 @@ def test_annotate_content_in_spark(spark):
     assert rows["e2"]["sentiment"] == pytest.approx(sentiment("质量太差了，用了两天就坏了"))
     assert sentiment_label(rows["e2"]["sentiment"]) == "negative"
     assert (rows["e3"]["intent"], rows["e3"]["tokens"]) == (None, [])
+
+
+def test_long_text_is_scored_in_pieces_cut_at_spaces():
+    from jobs.content import sentiment_chunks
+
+    assert sentiment_chunks("aa bb cc dd", 5) == ["aa bb", "cc dd"]
+    assert sentiment_chunks("aaaaaaa bb", 5) == ["aaaaa", "aa bb"]  # a word longer than a piece is cut
+    assert sentiment_chunks("质量很好但是电池不行", 4) == ["质量很好", "但是电池", "不行"]
+    assert sentiment_chunks("short", 5) == ["short"]
+
+
+def test_a_long_review_is_the_length_weighted_mean_of_its_pieces_and_a_short_one_is_unchanged():
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    from jobs.content import SENTIMENT_CHUNK_CHARS, sentiment, sentiment_chunks
+
+    vader = SentimentIntensityAnalyzer()
+
+    def whole(text):
+        return (vader.polarity_scores(text)["compound"] + 1) / 2
+
+    short = "Great sound, but the battery died after a week!!"
+    assert sentiment(short) == pytest.approx(whole(short), abs=1e-12)
+    text = " ".join(["I love this phone, the screen is great."] * 30 + ["Terrible battery, awful support."] * 30)
+    pieces = sentiment_chunks(text, SENTIMENT_CHUNK_CHARS["en"])
+    assert len(pieces) == 3 and all(len(p) <= 1000 for p in pieces)
+    expected = sum(len(p) * whole(p) for p in pieces) / sum(len(p) for p in pieces)
+    assert sentiment(text) == pytest.approx(expected, abs=1e-12)
+
+
+def test_review_sentiment_time_grows_with_the_length_not_its_square():
+    import random
+    import time
+
+    from jobs.content import sentiment
+
+    rng = random.Random(7)
+    words = "great product but the battery is bad awful love hate fine screen sound price cheap".split()
+    text = " ".join(rng.choice(words) for _ in range(24_000))  # ~128k characters: 65 s when scored whole
+    started = time.monotonic()
+    score = sentiment(text)
+    assert 0 <= score <= 1 and time.monotonic() - started < 15

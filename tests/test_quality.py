@@ -607,6 +607,28 @@ def test_psi_on_an_empty_day_is_skipped_not_a_crash(spark, lake):
     assert report.row_count == 0
 
 
+@pytest.mark.spark
+def test_an_empty_landing_day_is_validated_and_recorded_not_a_crash(spark, lake):
+    """A day folder holding one empty file (the contract allows it) gives empty bronze and silver partitions
+    the day after a full one: every check answers, PSI is skipped with its reason, and the results are
+    recorded before the verdict."""
+    from jobs.common.delta import read_table
+    from jobs.quality import RESULTS_TABLE, QualityError, run
+
+    empty = D + dt.timedelta(days=1)
+    try:
+        result = run(spark, lake, empty, ("bronze.events", "silver.events"))
+        reports = result.details
+    except QualityError as caught:  # an empty day may fail its volume band: a verdict, not a crash
+        reports = caught.reports
+    assert reports is not None
+    stored = {(r["table_name"], r["check_id"]): r for r in read_table(spark, lake, RESULTS_TABLE).where(
+        f"run_date = '{empty}'").collect()}
+    assert {t for t, _ in stored} == {"bronze.events", "silver.events"}
+    psi = stored[("silver.events", "psi_vs_previous(event_type)")]
+    assert psi["success"] is True and f"no rows on {empty}" in psi["observed_value"]
+
+
 # --------------------------------------------------------------------------------------------------
 # silver.users through the CLI: exit 0 on clean data, 1 with a readable summary on a null key
 
