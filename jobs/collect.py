@@ -602,11 +602,14 @@ def transform_parse_records(records: "DataFrame", source: Source) -> "DataFrame"
     if numeric:
         as_text = F.from_json("_raw", ", ".join(f"`{theirs}` string" for theirs in numeric))
         position = {theirs: i for i, (theirs, _) in enumerate(columns)}
-        parsed = parsed.withColumn("_text", F.when(F.col("_reason").isNull(), F.struct(*[
+        # Only a CSV line or a JSON line that from_json flagged (a type mismatch sets _corrupt_record) needs
+        # its numbers' text: the others are read once, as before.
+        mismatch = (F.col("_format") == "csv") | F.col("_parsed._corrupt_record").isNotNull()
+        parsed = parsed.withColumn("_text", F.when(F.col("_reason").isNull() & mismatch, F.struct(*[
             F.when(F.col("_format") == "csv", F.try_element_at("_cells", F.lit(position[theirs] + 1)))
             .otherwise(as_text[theirs]).alias(theirs) for theirs in numeric])))
 
-    def value(theirs: str) -> "Column":
+    def typed_value(theirs: str) -> "Column":
         if theirs not in numeric:
             return F.col(f"_parsed.`{theirs}`")
         text = F.trim(F.col(f"_text.`{theirs}`"))
@@ -615,12 +618,12 @@ def transform_parse_records(records: "DataFrame", source: Source) -> "DataFrame"
     def not_a_number(theirs: str) -> "Column":
         text = F.trim(F.col(f"_text.`{theirs}`"))
         return (text.isNotNull() & (text != F.lit("")) & ~F.lower(text).isin(*MISSING_NUMBER_TOKENS)
-                & value(theirs).isNull())
+                & typed_value(theirs).isNull())
 
     bad_number = F.lit(False)
     for theirs in numeric:
         bad_number = bad_number | F.coalesce(not_a_number(theirs), F.lit(False))
-    typed = [value(theirs).alias(ours) for theirs, ours, _ in wanted
+    typed = [typed_value(theirs).alias(ours) for theirs, ours, _ in wanted
              if not ours.startswith(("item.", "_calendar."))]
     missing = [name for name, _ in schema_fields(_KIND_SCHEMA[source.kind])
                if name not in {ours for _, ours, _ in wanted} and name not in source.constants]
@@ -633,7 +636,7 @@ def transform_parse_records(records: "DataFrame", source: Source) -> "DataFrame"
     item_struct = []
     if source.kind == "events":  # item.* fields, all of them, NULL where the source maps none
         mapped = {ours: theirs for theirs, ours in item_fields}
-        item_struct = [F.struct(*[(value(mapped[name]) if name in mapped else F.lit(None).cast(kind))
+        item_struct = [F.struct(*[(typed_value(mapped[name]) if name in mapped else F.lit(None).cast(kind))
                                   .alias(name) for name, kind in schema_fields(ITEM_SCHEMA)]).alias("_item")]
     out = parsed.select(
         *typed,
