@@ -274,7 +274,8 @@ def test_derived_master_rows_have_ids_only(history_run):
 
 def test_whole_numbers_written_with_a_decimal_point_are_whole_numbers_and_ratings_keep_their_halves(spark):
     """pandas writes integer columns with gaps as 3.0: a quantity of 3.0 is 3 and 2.5 is no whole number (NULL).
-    A rating is a number: 3.0, 4 and a half star 2.5 keep their values; text that is no number is NULL."""
+    A rating is a number: 3.0, 4 and a half star 2.5 keep their values; text that is no number is NULL, and
+    the event is quarantined `bad_number` (it used to pass, the quantity then defaulting to 1 in clean)."""
     from jobs.collect import transform_parse_records
 
     source = parse_source("r", {"kind": "events", "event_id": "hash_of_line", "layout": "history",
@@ -289,4 +290,4 @@ def test_whole_numbers_written_with_a_decimal_point_are_whole_numbers_and_rating
     parsed = transform_parse_records(records, source).orderBy("_line").collect()
     assert [r["quantity"] for r in parsed] == [3, None, 4, None]
     assert [r["rating"] for r in parsed] == [3.0, 2.5, 4.0, None]
-    assert [r["_parse_error"] for r in parsed] == [None] * 4  # a cell that is no number is clean's to judge
+    assert [r["_parse_error"] for r in parsed] == [None, "bad_number", None, "bad_number"]
