@@ -120,7 +120,7 @@ def test_portrait_migrate_lists_then_rewrites_every_old_table_once(spark, tmp_pa
 
 
 def _ratings_landing(cfg) -> None:
-    """Five MovieLens-like lines of one user on D: 3.5, 4, 4.0, 0.5 and a rating that is no number."""
+    """Five MovieLens-like lines of one user on D: 3.5, 4, 4.0, 0.5 and a rating that is no number (bad_number)."""
     from pathlib import Path
 
     folder = Path(cfg.landing_zone) / "ratings"
@@ -165,9 +165,9 @@ def test_collect_migrates_bronze_and_types_every_rating_as_a_number(spark, old_l
                   for r in read_table(spark, cfg, "bronze.events").collect())
     assert rows == [(BEFORE, 1, "10", 4.0, None),  # the old row, kept
                     (D, 2, "10", 3.5, None), (D, 3, "11", 4.0, None), (D, 4, "12", 4.0, None),
-                    (D, 5, "13", 0.5, None), (D, 6, "14", None, None)]
+                    (D, 5, "13", 0.5, None), (D, 6, "14", None, "bad_number")]  # "abc" is no rating
     audit = next(t for t in collected.tables if t.table == "bronze.events")
-    assert (audit.rows_in, audit.rows_out) == (5, 5)
+    assert (audit.rows_in, audit.rows_out, audit.quarantined) == (5, 4, {"bad_number": 1})
 
 
 def test_half_stars_reach_silver_and_the_rest_is_quarantined_with_its_reason(spark, old_lake):
@@ -177,8 +177,8 @@ def test_half_stars_reach_silver_and_the_rest_is_quarantined_with_its_reason(spa
     assert _types(spark, cfg, "silver.events")["rating"] == "double"
     silver = sorted((r["event_date"], r["item_id"], r["rating"]) for r in read_table(spark, cfg, "silver.events").collect())
     assert silver == [(BEFORE, "10", 5.0), (D, "10", 3.5), (D, "11", 4.0), (D, "12", 4.0)]
-    quarantine = read_table(spark, cfg, "bronze.quarantine").where("step = 'clean'")
-    assert sorted((r["_line"], r["reason"], r["_raw"].split(",")[2]) for r in quarantine.collect()) == [
-        (5, "rating_out_of_range", "0.5"), (6, "rating_out_of_range", "abc")]
+    quarantine = read_table(spark, cfg, "bronze.quarantine")
+    assert sorted((r["_line"], r["step"], r["reason"], r["_raw"].split(",")[2]) for r in quarantine.collect()) == [
+        (5, "clean", "rating_out_of_range", "0.5"), (6, "collect", "bad_number", "abc")]
     counts = next(t for t in cleaned.tables if t.table == "silver.events")
-    assert (counts.rows_in, counts.rows_out, counts.quarantined) == (5, 3, {"rating_out_of_range": 2})
+    assert (counts.rows_in, counts.rows_out, counts.quarantined) == (4, 3, {"rating_out_of_range": 1})
