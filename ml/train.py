@@ -328,7 +328,7 @@ REPEAT_MULTIPLIERS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
 NEIGHBOUR_SCALES = (0.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 # Scales of the item-item term (ml/itemitem.py), against logits of a few units; 0 leaves it out, the
 # largest lets EASE order the list and the towers break its ties.
-ITEM_ITEM_SCALES = (0.0, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0)
+ITEM_ITEM_SCALES = (0.0, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0)
 
 
 @dataclass(frozen=True)
@@ -339,6 +339,7 @@ class HistoryTuning:
     item_item_scale: float = 0.0
     item_item_ndcg: dict[float, float] = field(default_factory=dict)   # per item-item scale, at the chosen pair
     item_item_on: str = ""             # which validation chose it: "next days (N users)" or "within user (N users)"
+    target: Holdout | None = None      # that validation (tune_mmr re-ranks on it too)
 
 
 def _nearest_one(multiplier: float) -> float:
@@ -422,7 +423,8 @@ def tune_history(models, spec: ModelSpec, validation: Holdout, k: int, neighbour
         item_item_ndcg = {e: measure_item_item(e) for e in ITEM_ITEM_SCALES}
         spec.item_item_scale = max(item_item_ndcg, key=lambda e: (item_item_ndcg[e], -e))
         spec.item_item = asdict(item_item) if spec.item_item_scale else {}
-    return HistoryTuning(multiplier, scale, ndcg, spec.item_item_scale, item_item_ndcg, item_item_on)
+    return HistoryTuning(multiplier, scale, ndcg, spec.item_item_scale, item_item_ndcg, item_item_on,
+                         target if item_item_on else None)
 
 
 def within_user_holdout(validation: Holdout, share: float = 0.25, min_items: int = 4) -> Holdout:
@@ -653,7 +655,8 @@ def train_and_register(cfg: Config, snapshot: Snapshot, holdout: Holdout,
                           item_item)
     from jobs.rerank import check_rules
 
-    mmr = tune_mmr(Scorer(selection.models.profile, selection.models.item, spec), validation, k,
+    # on the validation that chose the item-item scale: the days after the date, or the split within users
+    mmr = tune_mmr(Scorer(selection.models.profile, selection.models.item, spec), tuning.target or validation, k,
                    cfg.integer("recommend.candidates"), cfg.number("recommend.mmr_tolerance"),
                    check_rules(cfg.get("recommend.rules", {}) or {}))
     final = selection
