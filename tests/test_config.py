@@ -75,6 +75,9 @@ def test_an_override_of_a_switch_must_be_true_or_false():
 def test_numbers_may_replace_numbers():
     cfg = load_config(environ={"PORTRAIT__MODEL__EPOCHS": "2.0", "PORTRAIT__CLEAN__LATE_MAX_DAYS": "3"})
     assert (cfg.get("model.epochs"), cfg.get("clean.late_max_days")) == (2.0, 3)
+    # YAML 1.1 reads an exponent without a dot as text; it is a number here, as Python writes it
+    cfg = load_config(environ={"PORTRAIT__MODEL__LEARNING_RATE": "1e-07", "PORTRAIT__MODEL__DROPOUT": "-2.5E+0"})
+    assert (cfg.get("model.learning_rate"), cfg.get("model.dropout")) == (1e-07, -2.5)
 
 
 def test_integer_accessor_names_the_key_and_value():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,12 +126,17 @@ def _env_overrides(environ: Mapping[str, str], profile: Mapping[str, Any] | None
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+            value = float(value)     # YAML 1.1 reads 1e-07 (no dot) as text; Python writes floats that way
         _check_override_type(name, raw, keys, value, profile or {})
         node = overrides
         for key in keys[:-1]:
             node = node.setdefault(key, {})
         node[keys[-1]] = value
     return overrides
+
+
+_EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 
 def _is_number(value: Any) -> bool:
