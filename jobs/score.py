@@ -175,11 +175,12 @@ def _consumed_positions(users: "pa.Table", item_ids) -> list[np.ndarray] | None:
 
 def _history_positions(users: "pa.Table", item_ids) -> list[list[int]] | None:
     """Each row's `history_item_ids` as positions in `item_ids`; None without the column."""
-    from ml.itemitem import HISTORY_COLUMN, positions_of
+    from ml.itemitem import HISTORY_COLUMN
+    from ml.retrieval import positions
 
     if HISTORY_COLUMN not in users.column_names:
         return None
-    return positions_of(users.column(HISTORY_COLUMN).to_pylist(), {item: i for i, item in enumerate(item_ids)})
+    return positions(users.column(HISTORY_COLUMN).to_pylist(), {item: i for i, item in enumerate(item_ids)})
 
 
 def score_batch(scorer: "Scorer", users: "pa.Table", item_table, item_categories: np.ndarray,
@@ -279,15 +280,11 @@ def _partition_scorer(model_uri: str, version: str, item_table, item_categories:
     return score_partition
 
 
-def _item_item(scorer: "Scorer", users: "DataFrame", item_table):
-    """The day's item-item weights from every user's history (the rows' history_item_ids), on the
-    driver; None for a model without the term."""
-    from ml.itemitem import HISTORY_COLUMN
-
-    if not scorer.uses_item_item or HISTORY_COLUMN not in users.columns:
-        return None
-    histories = _history_positions(users.select(HISTORY_COLUMN).toArrow(), item_table.item_ids)
-    return scorer.item_item(histories, item_table)
+def _item_item(scorer: "Scorer", users: "pa.Table", item_table):
+    """The day's item-item weights from every user's history (the rows' history_item_ids of `users`,
+    all of the day's rows), on the driver; None for a model without the term."""
+    histories = _history_positions(users, item_table.item_ids) if scorer.uses_item_item else None
+    return None if histories is None else scorer.item_item(histories, item_table)
 
 
 def score_users(spark: "SparkSession", cfg: Config, scorer: "Scorer", model_uri: str, users: "DataFrame",
@@ -298,15 +295,20 @@ def score_users(spark: "SparkSession", cfg: Config, scorer: "Scorer", model_uri:
     categories = np.asarray([str(c) for c in items.column("category").to_pylist()], dtype=object)
     n_candidates = int(cfg.get("recommend.candidates", 100))
     batch_rows = int(cfg.get("score.batch_users", 4096))
+    from ml.itemitem import HISTORY_COLUMN
+
     count = users.count()
-    item_item = _item_item(scorer, users, item_table)
     if count > int(cfg.get("score.distributed_above_users", 200_000)):
-        scorer_fn = _partition_scorer(model_uri, scorer.version, item_table, categories, vectors,
-                                      n_candidates, batch_rows, scorer.spark_neighbours(users, item_table), item_item)
+        # only the history column comes to the driver, for the item-item weights
+        item_item = _item_item(scorer, users.select(HISTORY_COLUMN).toArrow(), item_table) \
+            if scorer.uses_item_item and HISTORY_COLUMN in users.columns else None
+        scorer_fn = _partition_scorer(model_uri, scorer.version, item_table, categories, vectors, n_candidates,
+                                      batch_rows, scorer.spark_neighbours(users, item_table), item_item)
         return users.mapInArrow(scorer_fn, SCORED_SCHEMA), count
     tables = []
     arrow = users.toArrow()
     neighbours = scorer.neighbours(arrow, item_table)
+    item_item = _item_item(scorer, arrow, item_table)
     for start in range(0, arrow.num_rows, batch_rows):
         tables.append(score_batch(scorer, arrow.slice(start, batch_rows), item_table, categories, vectors,
                                   n_candidates, neighbours, item_item))

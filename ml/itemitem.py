@@ -167,11 +167,6 @@ def _user_matrix(histories: Sequence[Sequence[int]], items: int) -> "sp.csr_matr
     return x
 
 
-def positions_of(histories: Sequence[Sequence[str] | None], index: Mapping[str, int]) -> list[list[int]]:
-    """Each user's history (item ids, None for none) as positions in `index`; unknown items dropped."""
-    return [[index[i] for i in (h or ()) if i in index] for h in histories]
-
-
 def describe(item_item: ItemItem | None) -> dict[str, Any]:
     """What to log of a fitted term: how many items it covers."""
     return {"item_item_items": 0 if item_item is None else int(len(item_item.columns))}

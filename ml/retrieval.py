@@ -151,6 +151,6 @@ def relative_scores(scores: np.ndarray) -> np.ndarray:
     return np.where(finite & (best == low), 1.0, relative)
 
 
-def positions(values: Sequence[Sequence[str]], index: Mapping[str, int]) -> list[list[int]]:
-    """Each list of ids as positions in `index`, unknown ids dropped."""
-    return [[index[v] for v in row if v in index] for row in values]
+def positions(values: Sequence[Sequence[str] | None], index: Mapping[str, int]) -> list[list[int]]:
+    """Each list of ids (None for none) as positions in `index`, unknown ids dropped."""
+    return [[index[v] for v in (row or ()) if v in index] for row in values]

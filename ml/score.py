@@ -51,7 +51,7 @@ class Scores:
 
         `neighbours` is the day's item similarity (Scorer.neighbours); without it, no neighbour term.
         `item_item` is the day's ml.itemitem.ItemItem and `item_histories` each user's history as
-        positions in `items` (ml.itemitem.positions_of), in the order of `user_keys`; without them
+        positions in `items` (ml.retrieval.positions), in the order of `user_keys`; without them
         (or with a scale of 0), no item-item term.
         """
         from ml.retrieval import History, step_positions

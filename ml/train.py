@@ -190,9 +190,7 @@ def model_candidates(scorer: "Scorer", holdout: Holdout, n: int, item_vectors=No
     index = {item_id: pos for pos, item_id in enumerate(items.item_ids)}
     histories = None
     if holdout.history is not None:
-        from ml.itemitem import positions_of
-
-        histories = positions_of([holdout.history.get(u) for u in scores.user_keys], index)
+        histories = positions([holdout.history.get(u) for u in scores.user_keys], index)
         if item_item is None and scores.item_item_scale:
             item_item = holdout_item_item(scorer, holdout, items)
     bought = rows.column("bought").to_pylist() if "bought" in rows.column_names else [[]] * rows.num_rows
@@ -206,11 +204,12 @@ def holdout_item_item(scorer: "Scorer", holdout: Holdout, items, settings=None):
     holdout's ItemTable), under `settings` (default: the scorer's spec); None without a history."""
     if holdout.history is None:
         return None
-    from ml.itemitem import ItemItem, ItemItemSettings, positions_of
+    from ml.itemitem import ItemItem, ItemItemSettings
+    from ml.retrieval import positions
 
     index = {item_id: pos for pos, item_id in enumerate(items.item_ids)}
     settings = settings or ItemItemSettings(**scorer.spec.item_item)
-    return ItemItem.fit(positions_of(list(holdout.history.values()), index), len(items.item_ids), settings)
+    return ItemItem.fit(positions(list(holdout.history.values()), index), len(items.item_ids), settings)
 
 
 def holdout_diversity(recs: dict[str, list[str]], holdout: Holdout, k: int,

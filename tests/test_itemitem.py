@@ -8,8 +8,8 @@ import pytest
 
 from jobs.common.config import Config
 from jobs.common.errors import ConfigError
-from ml.itemitem import ItemItem, ItemItemSettings, history_pairs, positions_of, user_histories
-from ml.retrieval import History, top_items
+from ml.itemitem import ItemItem, ItemItemSettings, history_pairs, user_histories
+from ml.retrieval import History, positions, top_items
 
 D = dt.date(2026, 11, 14)
 
@@ -72,7 +72,7 @@ def test_evidence_names_the_history_item_that_links_most():
 
 
 def test_positions_and_histories_drop_unknown_items():
-    assert positions_of([["a", "zz", "c"], None, []], {"a": 0, "c": 2}) == [[0, 2], [], []]
+    assert positions([["a", "zz", "c"], None, []], {"a": 0, "c": 2}) == [[0, 2], [], []]
     import pyarrow as pa
 
     pairs = pa.table({"user_key": ["u2", "u1", "u2", "u2"], "item_id": ["b", "a", "a", "b"]})
