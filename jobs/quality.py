@@ -28,6 +28,8 @@ from jobs.common.delta import read_table, replace_dates, table_exists
 from jobs.common.errors import ConfigError, PortraitError
 from jobs.common.feature_windows import FeatureWindows
 from jobs.common.step import StepResult
+from jobs.quality_mix import DayMix, Limit, MixParams, bucket_counts, day_mixes, lower_limit, psi_against_recent, \
+    upper_limit, value_frame
 from jobs.quality_history import (
     ABSENT,
     MISSING_TODAY,
@@ -378,6 +380,7 @@ def suite_parameters(cfg: Config, run_date: dt.date, spark: "SparkSession | None
         "taxonomy_top_level": [*TOP_LEVEL, OTHER] if builtin else None,
         "taxonomy_size": len(TOP_LEVEL),
         "item_categories": [*TOP_LEVEL, UNKNOWN] if builtin else None,
+        "no_category": [UNKNOWN],  # an item without a category: not part of the category mix
         "category_vocab_size": _vocab_size(spark, cfg, run_date),
         "segment_ids": list(segment_names(windows)),
         "segment_names": list(segment_names(windows).values()),
@@ -481,6 +484,14 @@ class _CheckContext:
         self._cache: dict[Any, "DataFrame"] = {}
         self._exists: dict[str, bool] = {}
         self._tables: dict[str, "DataFrame"] = {}
+        self._mixes: dict[tuple[str, str | None, tuple[str, ...]], tuple[dict[dt.date, DayMix], "DataFrame"]] = {}
+        self._mix_params: MixParams | None = None
+
+    @property
+    def mix_params(self) -> MixParams:
+        if self._mix_params is None:
+            self._mix_params = MixParams.from_config(self.cfg)
+        return self._mix_params
 
     def _profile(self, columns: Sequence[str]) -> FieldProfile:
         """Non-null values of each listed column today; for a column with none, also in the history window."""
@@ -1038,6 +1049,124 @@ def _check_churn_event_present(ctx: _CheckContext, column: str, event_types: Seq
     return _Finding(bool(found), observed, None if found else scored)
 
 
+# --------------------------------------------------------------------------------------------------
+# Mix checks: how concentrated the day's events are, against the recent days (jobs/quality_mix.py)
+
+
+def _mix(ctx: _CheckContext, column: str, lookup: str | None,
+         ignore: Sequence[str] = ()) -> "tuple[dict[dt.date, DayMix], DataFrame] | None":
+    """The day's and the recent days' mixes of `column` (or of what `lookup`, layer.table.column, maps it to),
+    and the (day, value, n) counts behind them; None when the lookup table does not exist. Values in
+    `ignore` (the catalogue's `unknown` category) are no value: rows with them are not part of the mix."""
+    from pyspark.sql import functions as F
+
+    key = (column, lookup, tuple(ignore))
+    if key not in ctx._mixes:
+        mapping = None
+        if lookup:
+            table, _, mapped = lookup.rpartition(".")
+            if not ctx.exists(table):
+                return None
+            if spec(table).date_column == "snapshot_date":
+                from jobs.features import latest_snapshot
+
+                mapping = latest_snapshot(ctx.spark, ctx.cfg, table, ctx.run_date)
+            else:
+                mapping = ctx.day_of(table)
+            mapping = mapping.select(column, mapped)
+        baseline = baseline_table(ctx.table.name)
+        frames = [value_frame(ctx.partition, column, F.lit(ctx.run_date), mapping)]
+        if ctx.exists(baseline):
+            date_column = spec(baseline).date_column
+            start = ctx.run_date - dt.timedelta(days=ctx.params.history_days)
+            past = ctx.read(baseline).where((F.col(date_column) >= F.lit(start))
+                                            & (F.col(date_column) < F.lit(ctx.run_date)))
+            frames.append(value_frame(past, column, F.col(date_column), mapping))
+        both = frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1])
+        if ignore:
+            both = both.where(~F.col("value").isin(*ignore))
+        counts = ctx.cached(("mix", *key),
+                            lambda: both.groupBy("day", "value").agg(F.count(F.lit(1)).alias("n")))
+        ctx._mixes[key] = (day_mixes(counts), counts)
+    return ctx._mixes[key]
+
+
+def _mix_days(ctx: _CheckContext, column: str, lookup: str | None,
+              ignore: Sequence[str] = ()) -> "tuple[DayMix, dict[dt.date, DayMix]] | _Finding":
+    """Today's mix and the past days' big enough to learn from, or the finding that skips the check."""
+    found = _mix(ctx, column, lookup, ignore)
+    what = lookup or column
+    if found is None:
+        return _skip(f"{lookup.rpartition('.')[0]} does not exist: no {what} to look up")  # type: ignore[union-attr]
+    mixes, _ = found
+    today = mixes.get(ctx.run_date, DayMix(0, 0, None, 0, 0.0))
+    minimum = ctx.mix_params.min_rows
+    if today.rows < minimum:
+        return _skip(f"{today.rows} rows with a value of {what} on {ctx.run_date}; a mix is judged from "
+                     f"quality.mix.min_rows ({minimum})")
+    past = {day: mix for day, mix in mixes.items() if day != ctx.run_date and mix.rows >= minimum}
+    return today, past
+
+
+def _check_top_share(ctx: _CheckContext, column: str, mix: str, lookup: str | None = None,
+                     ignore: Sequence[str] = ()) -> _Finding:
+    """The share of the day's rows that the most frequent value of `column` (or of `lookup`) takes is at most
+    max(quality.mix.share_floor[mix], share_factor x its median on the recent days), or
+    quality.mix.share_no_history[mix] while fewer than quality.min_history_days past days have
+    quality.mix.min_rows rows. `mix` (item, user, category) picks the settings."""
+    days = _mix_days(ctx, column, lookup, ignore)
+    if isinstance(days, _Finding):
+        return days
+    today, past = days
+    p = ctx.mix_params
+    if mix not in p.share_floor:
+        raise ConfigError(f"top_share mix is '{mix}'; use one of {', '.join(p.share_floor)}")
+    limit = upper_limit([m.top_share for m in past.values()], p.share_factor, p.share_floor[mix],
+                        p.share_no_history[mix], ctx.params.min_history_days, "share")
+    observed = {"top_value": today.top_value, "share": round(today.top_share, 4), "rows": today.rows,
+                "top_rows": today.top_count, **limit.observed()}
+    return _Finding(today.top_share <= limit.value, observed, None if today.top_share <= limit.value else today.top_count)
+
+
+def _check_mix_entropy(ctx: _CheckContext, column: str, lookup: str | None = None,
+                       ignore: Sequence[str] = ()) -> _Finding:
+    """The normalised entropy of the day's mix of `column` (1 = even over its values, 0 = one value) is at
+    least quality.mix.entropy_ratio x its median on the recent days, or quality.mix.entropy_no_history
+    while there are too few of them (as for top_share)."""
+    days = _mix_days(ctx, column, lookup, ignore)
+    if isinstance(days, _Finding):
+        return days
+    today, past = days
+    p = ctx.mix_params
+    limit: Limit = lower_limit([m.entropy for m in past.values()], p.entropy_ratio, p.entropy_no_history,
+                               ctx.params.min_history_days)
+    observed = {"entropy": round(today.entropy, 4), "distinct": today.distinct, "rows": today.rows,
+                **limit.observed()}
+    return _Finding(today.entropy >= limit.value, observed)
+
+
+def _check_mix_psi(ctx: _CheckContext, column: str, lookup: str | None = None,
+                   ignore: Sequence[str] = ()) -> _Finding:
+    """The PSI of the day's mix of `column` (or `lookup`) against the pooled recent days, over their
+    quality.mix.psi_top_values values and one bucket for the rest, is at most max(quality.mix.psi_floor,
+    psi_factor x the median of each recent day's PSI against the others), or quality.mix.psi_no_history
+    while there are too few recent days. Skipped without any recent day to compare with."""
+    days = _mix_days(ctx, column, lookup, ignore)
+    if isinstance(days, _Finding):
+        return days
+    today, past = days
+    if not past:
+        return _skip(f"no day with quality.mix.min_rows ({ctx.mix_params.min_rows}) rows in the "
+                     f"{ctx.params.history_days} days before {ctx.run_date}: nothing to compare with")
+    p = ctx.mix_params
+    _, counts = _mix(ctx, column, lookup, ignore)  # type: ignore[misc]
+    buckets = bucket_counts(counts, sorted(past), p.psi_top_values)
+    index, normal = psi_against_recent({day: buckets.get(day, {}) for day in past}, buckets.get(ctx.run_date, {}))
+    limit = upper_limit(normal, p.psi_factor, p.psi_floor, p.psi_no_history, ctx.params.min_history_days, "psi")
+    observed = {"psi": round(index, 4), "rows": today.rows, "buckets": p.psi_top_values + 1, **limit.observed()}
+    return _Finding(index <= limit.value, observed)
+
+
 SPARK_CHECKS: dict[str, Callable[..., _Finding]] = {
     "row_count_vs_previous": _check_row_count_vs_previous,
     "mean_vs_previous": _check_mean_vs_previous,
@@ -1058,6 +1187,9 @@ SPARK_CHECKS: dict[str, Callable[..., _Finding]] = {
     "array_exists_in": _check_array_exists_in,
     "not_constant": _check_not_constant,
     "churn_event_present": _check_churn_event_present,
+    "top_share": _check_top_share,
+    "mix_entropy": _check_mix_entropy,
+    "mix_psi": _check_mix_psi,
 }
 # kwargs that name columns of the validated table, so a missing column skips the check.
 _COLUMN_KWARGS = ("column", "column_A", "column_B", "key", "rank", "order_by", "item")
