@@ -28,8 +28,6 @@ from jobs.common.delta import read_table, replace_dates, table_exists
 from jobs.common.errors import ConfigError, PortraitError
 from jobs.common.feature_windows import FeatureWindows
 from jobs.common.step import StepResult
-from jobs.quality_mix import DayMix, Limit, MixParams, bucket_counts, day_mixes, lower_limit, psi_against_recent, \
-    upper_limit, value_frame
 from jobs.quality_history import (
     ABSENT,
     MISSING_TODAY,
@@ -41,6 +39,17 @@ from jobs.quality_history import (
     mean_band,
     volume_band,
     volume_observed,
+)
+from jobs.quality_mix import (
+    DayMix,
+    Limit,
+    MixParams,
+    bucket_counts,
+    day_mixes,
+    lower_limit,
+    psi_against_recent,
+    upper_limit,
+    value_frame,
 )
 
 if TYPE_CHECKING:
@@ -1113,7 +1122,8 @@ def _check_top_share(ctx: _CheckContext, column: str, mix: str, lookup: str | No
     """The share of the day's rows that the most frequent value of `column` (or of `lookup`) takes is at most
     max(quality.mix.share_floor[mix], share_factor x its median on the recent days), or
     quality.mix.share_no_history[mix] while fewer than quality.min_history_days past days have
-    quality.mix.min_rows rows. `mix` (item, user, category) picks the settings."""
+    quality.mix.min_rows rows. `mix` (item, user, category) picks the settings; rows whose value is in
+    `ignore` (an item without a category) are not counted."""
     days = _mix_days(ctx, column, lookup, ignore)
     if isinstance(days, _Finding):
         return days
