@@ -15,8 +15,10 @@ from typing import Any
 from jobs.common.config import Config, load_config
 from jobs.common.dates import parse_date
 from jobs.common.errors import ConfigError, PortraitError
+from jobs.common.storage import probe_writable, storage_error
 
 log = logging.getLogger("portrait")
+LAKEHOUSE_SETTING = "lakehouse_root (PORTRAIT__LAKEHOUSE_ROOT)"
 
 # step name -> module with run(spark, cfg, run_date, **params).
 STEPS: dict[str, str] = {
@@ -90,16 +92,29 @@ def run_step(step: str, run_date: Any, cfg: Config | None = None, **params: Any)
     day = parse_date(run_date, "run date")
     module = importlib.import_module(STEPS[step])
     accepted = _supported(step, module.run, resolve_params(step, day, params, cfg))
-    if hasattr(module, "preflight"):
-        # Cheap checks first: a missing input should not cost a Spark start to report.
-        module.preflight(cfg, day, **{k: v for k, v in accepted.items()
-                                      if k in inspect.signature(module.preflight).parameters})
+    lakehouse = cfg.lakehouse_root
+    try:
+        # Cheap checks first: a read-only or full lakehouse, or a missing input, should not cost a Spark
+        # start (and minutes of retried writes) to report.
+        probe_writable(lakehouse, "lakehouse", LAKEHOUSE_SETTING)
+        if hasattr(module, "preflight"):
+            module.preflight(cfg, day, **{k: v for k, v in accepted.items()
+                                          if k in inspect.signature(module.preflight).parameters})
 
-    from jobs.common.spark import build_spark
+        from jobs.common.spark import build_spark
 
-    spark = build_spark(cfg)
-    started = time.monotonic()
-    result = module.run(spark, cfg, day, **accepted)
+        spark = build_spark(cfg)
+        started = time.monotonic()
+        result = module.run(spark, cfg, day, **accepted)
+    except PortraitError:
+        raise
+    except Exception as exc:
+        # The disk filling up or turning read-only in the middle of a Spark write: one line, no retry.
+        mapped = storage_error(exc, "lakehouse", lakehouse, LAKEHOUSE_SETTING)
+        if mapped is None:
+            raise
+        log.debug("%s failed on storage", step, exc_info=exc)
+        raise mapped from None
     result.details["seconds"] = round(time.monotonic() - started, 1)
     log.info("%s in %.1fs", result.summary(), result.details["seconds"])
     return result.to_dict()

@@ -377,6 +377,13 @@ def _check_feature_version(features: "DataFrame", cfg: Config, run_date: dt.date
             f"(features.windows) give {wanted}; run the features step for {run_date} again")
 
 
+def preflight(cfg: Config, run_date: dt.date) -> None:
+    """Before Spark starts: the MLflow tracking store answers, or one line in seconds (not minutes of retries)."""
+    from ml.registry import check_tracking_store
+
+    check_tracking_store(cfg)
+
+
 def run(spark: "SparkSession", cfg: Config, run_date: dt.date) -> StepResult:
     from pyspark.sql import functions as F
 

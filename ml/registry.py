@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +17,75 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 
 
+TRACKING_SETTING = "mlflow.tracking_uri (PORTRAIT__MLFLOW__TRACKING_URI)"
+ARTIFACT_SETTING = "mlflow.artifact_root (PORTRAIT__MLFLOW__ARTIFACT_ROOT)"
+_checked: set[tuple[str, str]] = set()  # stores already found reachable in this process
+
+
+@dataclass(frozen=True)
+class TrackingConnection:
+    """How long MLflow may try a tracking server (`mlflow.connect_timeout_s`, `mlflow.http_*`), typed once."""
+
+    connect_timeout_s: float
+    http_max_retries: int
+    http_timeout_s: int
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "TrackingConnection":
+        try:
+            settings = cls(float(cfg.get("mlflow.connect_timeout_s")), int(cfg.get("mlflow.http_max_retries")),
+                           int(cfg.get("mlflow.http_timeout_s")))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"mlflow.connect_timeout_s, mlflow.http_max_retries and mlflow.http_timeout_s are "
+                              f"numbers (conf/local.yaml): {exc}") from None
+        if settings.connect_timeout_s <= 0 or settings.http_max_retries < 0 or settings.http_timeout_s < 1:
+            raise ConfigError(f"mlflow.connect_timeout_s must be > 0, mlflow.http_max_retries >= 0 and "
+                              f"mlflow.http_timeout_s >= 1, got {settings}")
+        return settings
+
+
+def check_tracking_store(cfg: Config) -> None:
+    """Fail in seconds with one line when the tracking store cannot be used: an HTTP server that does not
+    answer within mlflow.connect_timeout_s, or a SQLite or file store (or local artifact root) that cannot
+    be written. Also bounds MLflow's own retries (MLFLOW_HTTP_REQUEST_MAX_RETRIES / _TIMEOUT) so that a
+    server lost later fails in about a minute, not after five of back-off. Once per store and process."""
+    import urllib.error
+    import urllib.request
+
+    from jobs.common.errors import EnvironmentSetupError
+    from jobs.common.storage import is_local, probe_writable
+
+    uri, artifacts = cfg.mlflow_tracking_uri, cfg.location("mlflow.artifact_root")
+    connection = TrackingConnection.from_config(cfg)
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(connection.http_max_retries)
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(connection.http_timeout_s)
+    if (uri, artifacts) in _checked:
+        return
+    if uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=connection.connect_timeout_s).close()
+        except urllib.error.HTTPError:
+            pass  # the server answered (a proxy without /health): reachable
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise EnvironmentSetupError(
+                f"MLflow tracking server {uri} is unreachable ({reason}; waited at most "
+                f"{connection.connect_timeout_s:g} s): start it (make up starts the local one) or set "
+                f"{TRACKING_SETTING} to a server that runs, then rerun the date") from None
+    elif uri.startswith("sqlite:///"):
+        probe_writable(str(Path(uri[len("sqlite:///"):]).parent), "MLflow tracking store", TRACKING_SETTING)
+    elif uri.startswith(("file://", "/", "./", "../")):
+        probe_writable(uri, "MLflow tracking store", TRACKING_SETTING)
+    if is_local(artifacts):
+        probe_writable(artifacts, "MLflow artifact root", ARTIFACT_SETTING)
+    _checked.add((uri, artifacts))
+
+
 def configure_mlflow(cfg: Config) -> str:
     """Point MLflow at the profile's store and make sure the experiment keeps artifacts where we say."""
     import mlflow
 
+    check_tracking_store(cfg)
     uri = cfg.mlflow_tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)

@@ -922,6 +922,13 @@ def _sample_users(spark: "SparkSession", cfg: Config, run_date: dt.date, limit: 
     return users.orderBy(F.sha1(F.col("user_key")), "user_key").limit(limit)
 
 
+def preflight(cfg: Config, run_date: dt.date) -> None:
+    """Before Spark starts: the MLflow tracking store answers, or one line in seconds (not minutes of retries)."""
+    from ml.registry import check_tracking_store
+
+    check_tracking_store(cfg)
+
+
 def run(spark: "SparkSession", cfg: Config, run_date: dt.date, retrain: str = "auto",
         sample_users: int | None = None) -> StepResult:
     """Train, evaluate and gate a candidate for `run_date`, unless the cadence says to reuse the champion."""
