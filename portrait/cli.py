@@ -179,6 +179,8 @@ def evaluate(
     temporal also scores publish.user_profile.churn_risk of the run date, BG/NBD (lifetimes) and recency
     against "no purchase in model.churn_horizon_days" (AUC, ECE, calibration plot); the held-out days must
     cover that horizon. A one-item dataset (cdnow) skips recommendations and holds out the horizon.
+    Both protocols score publish.user_profile.interest_tags, the user's own top categories and the popular
+    ones against the categories of the held-out items (top evaluate.tags.k: precision, recall, F1, hit rate).
 
     Prints the table (P/R/nDCG/MAP@k, coverage, share of already-seen items) and logs it to an MLflow run
     of the experiment evaluate.experiment; everything else lands under evaluate.work_dir.

@@ -11,11 +11,14 @@
    trained on the run's silver.events (the training part as the model saw it), all scored by one scorer
    (ml.baselines.evaluate_recommender) against the same truth, and the truth users' top-k lists by
    ml.evaluate.diversity_report (coverage, Gini, intra-list diversity, novelty, distinct items);
-4. churn (temporal protocol, portrait/churn_eval.py): publish.user_profile.churn_risk of the run date,
+4. interest tags (portrait/tag_eval.py): the published interest_tags of the run date, the user's own most
+   frequent categories and the most popular ones, against the categories of the user's held-out items
+   (precision, recall, F1, hit rate of the top evaluate.tags.k); skipped when no item has a category;
+5. churn (temporal protocol, portrait/churn_eval.py): publish.user_profile.churn_risk of the run date,
    BG/NBD (lifetimes) and recency against "no model.churn_events event in the model.churn_horizon_days
    after the run date", AUC, ECE and a reliability plot; the held-out days must cover the horizon (on a
    one-item dataset such as CDNOW the temporal window is widened to it: there, churn is the point);
-5. report: the table printed, logged to an MLflow run (experiment evaluate.experiment) in the caller's
+6. report: the table printed, logged to an MLflow run (experiment evaluate.experiment) in the caller's
    store, and written to the work folder as JSON and Markdown.
 
 A dataset whose interactions name one item (CDNOW) skips the recommendation scoring: every list would
@@ -75,6 +78,7 @@ class EvaluateParams:
     als_rank: int
     als_max_iter: int
     pipeline_timeout_minutes: int
+    tags_k: int = 3
     pipeline_overrides: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -86,6 +90,7 @@ class EvaluateParams:
                    ease_max_items=None if max_items is None else int(max_items),
                    als_rank=int(cfg.get("evaluate.als.rank")), als_max_iter=int(cfg.get("evaluate.als.max_iter")),
                    pipeline_timeout_minutes=int(cfg.get("evaluate.pipeline_timeout_minutes")),
+                   tags_k=int(cfg.get("evaluate.tags.k")),
                    pipeline_overrides=dict(cfg.get("evaluate.pipeline_overrides") or {}))
 
 
@@ -273,8 +278,11 @@ def training_events(interactions: "pd.DataFrame", held_out: "pd.Series", key: by
 
 def score(spark: "SparkSession", lake: Config, heldout_path: Path, run_date: dt.date,
           params: EvaluateParams, train_rows: "pd.DataFrame | None" = None
-          ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
-    """({recommender: metrics}, facts about the truth) for the published lists and every baseline.
+          ) -> tuple[dict[str, dict[str, float]], dict[str, Any], dict[str, Any]]:
+    """({recommender: metrics}, facts about the truth, tags) for the published lists and every baseline.
+
+    tags: portrait.tag_eval's figures of the published interest tags and their two baselines on the
+    held-out items' categories ({'skipped': why} with `train_rows` or when no item has a category).
 
     Accuracy (METRICS) comes from the scorer over all truth users; the diversity figures (DIVERSITY)
     from the same users' top-k lists, with item categories from silver.items (newest snapshot up to
@@ -300,8 +308,8 @@ def score(spark: "SparkSession", lake: Config, heldout_path: Path, run_date: dt.
     import pandas as pd
 
     # Through pandas: Spark refuses the nanosecond timestamps pandas writes, and only the pairs matter here.
-    heldout = spark.createDataFrame(pd.read_parquet(heldout_path, columns=["user_key", "item_id"]),
-                                    "user_key string, item_id string")
+    heldout_rows = pd.read_parquet(heldout_path, columns=["user_key", "item_id"])
+    heldout = spark.createDataFrame(heldout_rows, "user_key string, item_id string")
     truth = truth_pairs(heldout, train).cache()
     users = truth.select("user_key").distinct()
     catalog_size = train.where(F.col("item_id").isNotNull()).select("item_id").distinct().count()
@@ -343,7 +351,13 @@ def score(spark: "SparkSession", lake: Config, heldout_path: Path, run_date: dt.
         results[name] = {**{m: float(metrics[m]) for m in METRICS},
                          **diversity.report(top[name], params.k, catalogue), "users": float(metrics["users"]),
                          "seen_share": seen_share(lists[name], train, params.k), **results.get(name, {})}
-    return results, facts
+    if train_rows is None:
+        from portrait.tag_eval import score_published_tags
+
+        tags = score_published_tags(spark, lake, heldout_rows, train, run_date, params.tags_k)
+    else:
+        tags = {"skipped": "--baselines-only: no published profile"}
+    return results, facts, tags
 
 
 # --- 4. report -------------------------------------------------------------------------------------
@@ -435,6 +449,9 @@ def log_to_mlflow(cfg: Config, experiment: str, dataset: str, protocol: str, rec
         churn = record.get("churn") or {}
         metrics.update({f"churn_{name}_{m}": v for name, r in churn.get("results", {}).items() for m, v in r.items()})
         metrics.update({k: float(v) for k, v in churn.get("facts", {}).items() if isinstance(v, (int, float))})
+        tags = record.get("tags") or {}
+        metrics.update({f"tags_{name}_{m}": v for name, r in tags.get("results", {}).items() for m, v in r.items()})
+        metrics.update({k: float(v) for k, v in tags.get("facts", {}).items() if isinstance(v, (int, float))})
         metrics["wall_seconds"] = record["wall_seconds"]
         mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})   # NaN is not a metric
         for path in files:
@@ -452,7 +469,7 @@ def recommendations_skip_reason(interactions: "pd.DataFrame") -> str | None:
 
 
 def report_markdown(record: Mapping[str, Any], k: int) -> str:
-    """The recommendation table (or why it was skipped), then the churn table (or why it was skipped)."""
+    """The recommendation table, the churn table and the interest-tag table (each, or why it was skipped)."""
     skipped = record.get("skipped", {})
     parts = [skipped["recommendations"] if skipped.get("recommendations") else table_markdown(record["results"], k)]
     churn = record.get("churn") or {}
@@ -460,6 +477,11 @@ def report_markdown(record: Mapping[str, Any], k: int) -> str:
         parts.append(churn["table"])
     elif skipped.get("churn"):
         parts.append(f"churn not scored: {skipped['churn']}")
+    tags = record.get("tags") or {}
+    if tags:
+        parts.append(tags["table"])
+    elif skipped.get("tags"):
+        parts.append(f"interest tags not scored: {skipped['tags']}")
     return "\n\n".join(parts)
 
 
@@ -538,10 +560,13 @@ def evaluate(name: str, protocol: str, cfg: Config | None = None, datasets: Modu
 
         spark = build_spark(lake, app_suffix="evaluate")
     t0 = time.monotonic()
+    tags: dict[str, Any] = {}
     if skipped["recommendations"]:
         results, facts = {}, {"run_date": last.isoformat()}
     else:
-        results, facts = score(spark, lake, prepared.heldout, last, params, train_rows)
+        results, facts, tags = score(spark, lake, prepared.heldout, last, params, train_rows)
+    skipped["tags"] = tags.get("skipped") or (f"no held-out items to score ({skipped['recommendations']})"
+                                              if skipped["recommendations"] else None)
     score_seconds = round(time.monotonic() - t0, 1)
     churn: dict[str, Any] = {}
     if not skipped["churn"]:
@@ -554,6 +579,7 @@ def evaluate(name: str, protocol: str, cfg: Config | None = None, datasets: Modu
                                                 "held_out": prepared.held_out, "users": prepared.users},
         "results": results, "skipped": skipped,
         "churn": {k: churn[k] for k in ("results", "facts", "table")} if churn else {},
+        "tags": {k: tags[k] for k in ("results", "facts", "table")} if tags.get("results") else {},
         "step_seconds": {"split_and_land": split_seconds, **steps, "score_and_baselines": score_seconds},
         "model_quality": {} if baselines_only else model_quality(env),
         "wall_seconds": round(time.monotonic() - started, 1),
