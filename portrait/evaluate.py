@@ -565,7 +565,7 @@ def evaluate(name: str, protocol: str, cfg: Config | None = None, datasets: Modu
         results, facts = {}, {"run_date": last.isoformat()}
     else:
         results, facts, tags = score(spark, lake, prepared.heldout, last, params, train_rows)
-    skipped["tags"] = tags.get("skipped") or (f"no held-out items to score ({skipped['recommendations']})"
+    skipped["tags"] = tags.get("skipped") or ("scored with the recommendations, which were skipped"
                                               if skipped["recommendations"] else None)
     score_seconds = round(time.monotonic() - t0, 1)
     churn: dict[str, Any] = {}

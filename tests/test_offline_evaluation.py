@@ -308,7 +308,9 @@ def test_score_measures_the_diversity_of_every_recommender(spark, tmp_path):
     params = EvaluateParams(split=SplitParams.from_config(lake), k=2, work_dir=str(tmp_path), experiment="e",
                             ease_l2=1.0, ease_max_items=None, als_rank=2, als_max_iter=2, pipeline_timeout_minutes=1)
 
-    results, facts = score(spark, lake, heldout, d, params)
+    results, facts, tags = score(spark, lake, heldout, d, params)
+
+    assert tags == {"skipped": f"publish.user_profile is missing under {lake.lakehouse_root}"}
 
     assert facts["catalog_items"] == 3 and facts["catalog_items_listed_outside_training"] == 1   # w
     assert facts["train_users"] == 3 and facts["items_with_a_category"] == 3                     # w is unknown
