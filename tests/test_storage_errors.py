@@ -111,6 +111,27 @@ def test_disk_errors_inside_a_spark_write_become_one_line_and_others_stay_as_the
     assert storage_error(OSError(errno.ECONNRESET, "reset"), "lakehouse", "/data/lake", "x") is None
 
 
+@pytest.mark.spark
+def test_a_real_spark_write_into_an_unwritable_table_becomes_one_line(spark, tmp_path):
+    """Spark's own error (a Py4J trace of a failed Delta write) is mapped by its text, naming the table's folder."""
+    from jobs.common.delta import replace_dates
+    from jobs.common.storage import StorageError, storage_error
+
+    cfg = make_config(tmp_path)
+    day = __import__("datetime").date(2026, 11, 1)
+    frame = spark.createDataFrame([("e1", day)], "event_id string, event_date date")
+    replace_dates(frame, cfg, "silver.events", [day])
+    log = Path(cfg.lakehouse_root) / "silver" / "events" / "_delta_log"
+    with unwritable(log):
+        with pytest.raises(Exception) as caught:
+            replace_dates(frame, cfg, "silver.events", [day])
+    assert len(str(caught.value).splitlines()) > 20  # what the user used to see
+    mapped = storage_error(caught.value, "lakehouse", cfg.lakehouse_root, "lakehouse_root")
+    assert isinstance(mapped, StorageError), str(caught.value)[:2000]
+    assert str(mapped).startswith(f"lakehouse {log}") and "is not writable by user" in str(mapped)
+    assert len(str(mapped).splitlines()) == 1
+
+
 def test_an_unreachable_mlflow_server_fails_train_in_seconds_with_one_line(tmp_path):
     port = free_port()  # nothing listens on it
     uri = f"http://127.0.0.1:{port}"

@@ -32,6 +32,7 @@ _JAVA_CAUSES = (
     ("Disk quota exceeded", errno.EDQUOT),
     ("Read-only file system", errno.EROFS),
     ("Permission denied", errno.EACCES),
+    ("Operation not permitted", errno.EPERM),
 )
 _JAVA_PATH = re.compile(r"(?:file:)?(/[^\s:()'\"]+)")
 
