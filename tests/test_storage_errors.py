@@ -62,6 +62,26 @@ def test_a_read_only_lakehouse_fails_the_step_in_one_line_before_spark_starts(tm
     assert "Traceback" not in done.stderr and seconds < 120  # no Spark session was started
 
 
+def test_a_full_disk_under_the_lakehouse_fails_the_step_in_one_line(tmp_path):
+    """A real full disk: a 16 KiB tmpfs, filled, mounted in a user and mount namespace of the runner's own
+    (unshare -rm), so no privilege is needed; skipped where the kernel does not allow that."""
+    full = tmp_path / "full"
+    full.mkdir()
+    environ = {**os.environ, "PORTRAIT_ENV": "ci", **lake_overrides(tmp_path), "PYTHONPATH": str(REPO),
+               "PORTRAIT__LAKEHOUSE_ROOT": str(full / "lakehouse")}
+    script = (f"mount -t tmpfs -o size=16k tmpfs {full} && dd if=/dev/zero of={full}/fill bs=4k count=8 2>/dev/null;"
+              f" exec {sys.executable} -m jobs.runner collect 2026-11-01")
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
+        pytest.skip("unshare -rm (user and mount namespaces) is not available here to mount a small disk")
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=REPO, env=environ, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [f"portrait: error: no space left on the device of lakehouse {full / 'lakehouse'}: free space "
+                     "(old Delta files: VACUUM; .cache/, quality_docs/) or move lakehouse_root "
+                     "(PORTRAIT__LAKEHOUSE_ROOT) to a bigger disk; then rerun the date"]
+
+
 def test_the_probe_names_a_read_only_file_system_and_a_full_disk(tmp_path, monkeypatch):
     from jobs.common import storage
 
