@@ -14,7 +14,7 @@ from typing import Any
 
 from jobs.common.config import Config, load_config
 from jobs.common.dates import parse_date
-from jobs.common.errors import ConfigError, PortraitError
+from jobs.common.errors import ConfigError, PortraitError, lost_service
 from jobs.common.storage import probe_writable, storage_error
 
 log = logging.getLogger("portrait")
@@ -109,8 +109,10 @@ def run_step(step: str, run_date: Any, cfg: Config | None = None, **params: Any)
     except PortraitError:
         raise
     except Exception as exc:
-        # The disk filling up or turning read-only in the middle of a Spark write: one line, no retry.
-        mapped = storage_error(exc, "lakehouse", lakehouse, LAKEHOUSE_SETTING)
+        # The disk filling up or turning read-only in the middle of a Spark write, or the MLflow server lost
+        # after the step's check: one line, no retry.
+        mapped = storage_error(exc, "lakehouse", lakehouse, LAKEHOUSE_SETTING) or lost_service(
+            exc, "MLflow tracking server", cfg.mlflow_tracking_uri, "mlflow.tracking_uri (PORTRAIT__MLFLOW__TRACKING_URI)")
         if mapped is None:
             raise
         log.debug("%s failed on storage", step, exc_info=exc)

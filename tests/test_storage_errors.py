@@ -168,11 +168,29 @@ def test_the_tracking_check_bounds_mlflows_retries_and_passes_a_local_store(tmp_
     from jobs.common.errors import EnvironmentSetupError
     from ml.registry import check_tracking_store
 
-    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
-    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")  # MLflow's default, 7 retries with back-off
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "120")    # ... and 120 s; undone after the test
     check_tracking_store(make_config(tmp_path))  # sqlite under tmp: writable, passes
     assert (os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"], os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"]) == ("2", "30")
     started = time.monotonic()
     with pytest.raises(EnvironmentSetupError, match="is unreachable"):
         check_tracking_store(make_config(tmp_path, PORTRAIT__MLFLOW__TRACKING_URI=f"http://127.0.0.1:{free_port()}"))
     assert time.monotonic() - started < 10
+
+
+def test_an_mlflow_server_lost_during_a_step_is_one_line(monkeypatch):
+    """MLflow's own error once its (bounded) retries are spent, mapped as the runner does."""
+    import mlflow
+
+    from jobs.common.errors import EnvironmentSetupError, lost_service
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(Exception) as caught:
+        mlflow.MlflowClient(uri).search_experiments()
+    mapped = lost_service(caught.value, "MLflow tracking server", uri, "mlflow.tracking_uri")
+    assert isinstance(mapped, EnvironmentSetupError) and str(mapped) == (
+        f"MLflow tracking server {uri} stopped answering during the step (Connection refused): check that it runs "
+        "(make up starts the local one) or set mlflow.tracking_uri, then rerun the date")
+    assert lost_service(caught.value, "MLflow tracking server", "http://other:5000", "x") is None
+    assert lost_service(RuntimeError("executor lost"), "MLflow tracking server", uri, "x") is None

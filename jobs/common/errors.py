@@ -15,3 +15,19 @@ class EnvironmentSetupError(PortraitError):
 
 class InputDataError(PortraitError):
     """Input data is missing or unusable for the requested date."""
+
+
+def lost_service(exc: BaseException, name: str, uri: str, setting: str) -> EnvironmentSetupError | None:
+    """One line for a server at `uri` that stopped answering in the middle of a step (its client gave up
+    after its own bounded retries), or None when `exc` is not about that server."""
+    text = str(exc)
+    base = uri.rstrip("/")
+    if not uri.startswith(("http://", "https://")) or base not in text:
+        return None
+    for cause in ("Connection refused", "Max retries exceeded", "Read timed out", "timed out",
+                  "Connection reset", "Name or service not known", "Temporary failure in name resolution"):
+        if cause in text:
+            return EnvironmentSetupError(
+                f"{name} {uri} stopped answering during the step ({cause}): check that it runs (make up starts "
+                f"the local one) or set {setting}, then rerun the date")
+    return None
