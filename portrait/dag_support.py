@@ -53,8 +53,8 @@ def schedule_bounds(cfg: Config) -> tuple[dt.datetime, dt.datetime | None]:
 def default_args(cfg: Config) -> dict[str, Any]:
     """Retries with exponential back-off for what may pass on a second try (a lost executor, a busy store).
 
-    A PortraitError (bad input, a failed validation, a wrong setting) fails at once: a retry would fail
-    the same way and only delay the alert.
+    A PortraitError (bad input, a failed validation, a wrong setting, a read-only or full lakehouse, an
+    unreachable MLflow server) fails at once: a retry would fail the same way and only delay the alert.
     """
     return {
         "owner": "portrait",
@@ -64,7 +64,8 @@ def default_args(cfg: Config) -> dict[str, Any]:
         "max_retry_delay": dt.timedelta(minutes=20),
         "retry_policy": ExceptionRetryPolicy(rules=[RetryRule(
             exception="jobs.common.errors.PortraitError", action=RetryAction.FAIL,
-            reason="bad input, failed validation or wrong setting: a retry would fail the same way")]),
+            reason="bad input, failed validation, wrong setting or broken storage/MLflow: a retry would fail the "
+                   "same way")]),
         "execution_timeout": task_timeout(cfg, "default"),
         "on_failure_callback": on_task_failure,
     }

@@ -20,7 +20,8 @@ PROBE = r"""
 import inspect, json, os, sys, time
 import airflow.sdk
 from airflow.dag_processing.dagbag import DagBag
-from jobs.common.errors import InputDataError
+from jobs.common.errors import EnvironmentSetupError, InputDataError
+from jobs.common.storage import StorageError
 
 def policy(task, exc):
     return task.retry_policy.evaluate(exc, 1, 3).action.value if task.retry_policy else None
@@ -30,6 +31,7 @@ def describe(task):
             "timeout_min": task.execution_timeout.total_seconds() / 60 if task.execution_timeout else None,
             "backoff": task.retry_exponential_backoff, "callback": bool(task.on_failure_callback),
             "on_bad_input": policy(task, InputDataError("x")), "on_crash": policy(task, RuntimeError("x")),
+            "on_full_disk": policy(task, StorageError("x")), "on_lost_mlflow": policy(task, EnvironmentSetupError("x")),
             "outlets": [[a.name, a.uri] for a in task.outlets]}
     if hasattr(task, "python_callable"):
         info["source"] = inspect.getsource(task.python_callable)
@@ -127,6 +129,8 @@ def test_retries_back_off_but_bad_input_fails_at_once(local_dags):
         assert task["retries"] >= 2 and task["backoff"], tid
         assert task["on_bad_input"] == "fail", tid   # a PortraitError: retrying cannot help
         assert task["on_crash"] == "default", tid    # anything else: the normal retries
+        # A read-only or full lakehouse, an unreachable MLflow server: a retry a minute later cannot help.
+        assert task["on_full_disk"] == task["on_lost_mlflow"] == "fail", tid
         assert task["callback"], tid
         assert task["timeout_min"] == (120 if tid == "train" else 60), tid
 
