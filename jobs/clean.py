@@ -20,6 +20,7 @@ from jobs.common.config import Config
 from jobs.common.delta import range_write_options, read_table, replace_dates, table_exists
 from jobs.common.errors import ConfigError
 from jobs.common.migrations import migrate
+from jobs.common.pii import EVENT_PII_COLUMNS, PII_REASONS, USER_PII_COLUMNS, PiiParams, pii_counts, transform_pii
 from jobs.common.privacy import (
     DEFAULT_AGE_EDGES, Generalisation, load_hmac_key, pseudonymise, pseudonymise_contact,
 )
@@ -68,8 +69,10 @@ HELD_REASONS = ("held_unknown_user", "held_unknown_item")
 REASONS = (
     "missing_user_id", "unknown_event_type", "bad_timestamp", "price_out_of_range", "quantity_out_of_range",
     "rating_out_of_range", "rating_off_scale", "unknown_item", "unknown_user", "held_unknown_item", "held_unknown_user", "bot_rate",
-    "impossible_sequence", "outlier", "too_late",
+    "impossible_sequence", "outlier", "too_late", *PII_REASONS,
 )
+# The column of array<string> that carries the user's own names into transform_type_events (run() joins it).
+USER_NAMES = "_user_names"
 SILVER, DUPLICATE = "silver", "duplicate"
 LANDED, HELD = "landed", "held"
 
@@ -332,11 +335,16 @@ def _off_scale(column: str, low: float, step: float | None) -> "Column | None":
     return F.col(column).isNotNull() & (F.abs(steps - F.round(steps)) > F.lit(_STEP_TOLERANCE))
 
 
-def transform_type_events(events: "DataFrame", params: CleanParams | None = None) -> "DataFrame":
+def transform_type_events(events: "DataFrame", params: CleanParams | None = None,
+                          pii: Mapping[str, str] | None = None) -> "DataFrame":
     """Type, normalise and check each landed row on its own; `_reject_reason` says why a row cannot be used.
 
     `event_date` of the input is the landing date; the output has `landed_date` for it and
     `event_date` = the UTC date of `ts`, which is where the event belongs.
+    pii: column -> action (privacy.pii_columns) for the text columns scanned for personal data after
+    they are normalised; a `_user_names` column (array of the user's own names) is searched too.
+    `_pii_found` lists the columns where PII was found; a `quarantine` column's hit is the row's
+    reason (pii_in_<column>) when no row check rejected it first.
     """
     from pyspark.sql import functions as F
 
@@ -358,8 +366,11 @@ def transform_type_events(events: "DataFrame", params: CleanParams | None = None
         F.lower(_blank_to_null(F.col("channel"))).alias("channel"),
         _blank_to_null(F.col("geo")).alias("geo"),
         F.col("event_date").alias("landed_date"),
-        "_raw", "_source_file", "_line", "_ingested_at",
+        "_raw", "_source_file", "_line", "_ingested_at", *([USER_NAMES] if USER_NAMES in df.columns else []),
     ).withColumn("event_date", F.to_date("ts"))
+    if pii is not None:
+        typed = transform_pii(typed, pii, USER_NAMES if USER_NAMES in typed.columns else None)
+    typed = typed.drop(USER_NAMES)
 
     landed_end = _landed_end(params)
     checks = {
@@ -378,7 +389,9 @@ def transform_type_events(events: "DataFrame", params: CleanParams | None = None
             continue
         condition = conditions[0] if len(conditions) == 1 else conditions[0] | conditions[1]
         reason = F.when(F.coalesce(condition, F.lit(False)), F.lit(name)).otherwise(reason)
-    return transform_defaults(typed.withColumn("_reject_reason", reason))
+    if pii is not None:
+        reason = F.coalesce(reason, F.col("_pii_reason"))
+    return transform_defaults(typed.withColumn("_reject_reason", reason).drop("_pii_reason"))
 
 
 def transform_defaults(events: "DataFrame") -> "DataFrame":
@@ -455,7 +468,8 @@ def transform_label_events(
     landed = _rate_rules(landed, params)
 
     if held is not None:
-        held_rows = conform(held, {"_raw": "string", "user_id": "string", "_reject_reason": "string"}).select(
+        held_rows = conform(held, {"_raw": "string", "user_id": "string", "_reject_reason": "string",
+                                   "_pii_found": "array<string>"}).select(
             *landed.drop("_origin", "_outcome").columns
         ).withColumn("_origin", F.lit(HELD)).withColumn("_outcome", F.lit(None).cast("string"))
         rows = landed.unionByName(held_rows)
@@ -647,17 +661,24 @@ def _first_per_key(df: "DataFrame", key: str) -> "DataFrame":
     return ranked.where("_n = 1").drop("_n")
 
 
-def transform_users(users: "DataFrame", key: bytes, generalise: Generalisation | None = None) -> "DataFrame":
+def transform_users(users: "DataFrame", key: bytes, generalise: Generalisation | None = None,
+                    pii: Mapping[str, str] | None = None) -> "DataFrame":
     """Pseudonymise the id and generalise demographics; name, email and phone go no further.
 
+    pii: column -> mask | drop_value (privacy.pii_columns) for occupation and city, which are searched
+    for contacts, ID and card numbers and the user's own name before `name` is dropped.
     Rows without a user_id are dropped (the audit counts them as missing_user_id).
     """
     from pyspark.sql import functions as F
 
     generalise = generalise or Generalisation()
     users = conform(users, {"age": "long", "gender": "string", "occupation": "string", "city": "string",
-                            "signup_date": "string"})  # all optional (docs/data-contract.md)
+                            "signup_date": "string", "name": "string"})  # all optional (docs/data-contract.md)
     valid = users.withColumn("user_id", _blank_to_null(F.col("user_id"))).where(F.col("user_id").isNotNull())
+    if pii is not None:
+        spelled = valid.withColumns({c: normalise_text(F.col(c)) for c in USER_PII_COLUMNS}).withColumn(
+            USER_NAMES, F.array(normalise_text(F.col("name"))))
+        valid = transform_pii(spelled, {c: pii[c] for c in USER_PII_COLUMNS}, USER_NAMES)
     gender = F.upper(F.trim("gender"))
     out = valid.select(
         pseudonymise(key, F.col("user_id")).alias("user_key"),
@@ -879,6 +900,20 @@ def _check_silver_events_schema(spark: "SparkSession", cfg: Config) -> None:
         )
 
 
+def _with_user_names(spark: "SparkSession", cfg: Config, bronze: "DataFrame", run_date: dt.date) -> "DataFrame":
+    """bronze events with `_user_names`: the names the user's rows of the run date's bronze.users snapshot carry."""
+    from pyspark.sql import functions as F
+
+    if not table_exists(spark, cfg, "bronze.users") or "name" not in read_table(spark, cfg, "bronze.users").columns:
+        return bronze
+    names = (read_table(spark, cfg, "bronze.users").where(F.col("snapshot_date") == F.lit(run_date))
+             .select(_blank_to_null(F.col("user_id")).alias("_name_user_id"), normalise_text(F.col("name")).alias("n"))
+             .where(F.col("_name_user_id").isNotNull() & F.col("n").isNotNull())
+             .groupBy("_name_user_id").agg(F.collect_set("n").alias(USER_NAMES)))
+    keyed = bronze.withColumn("_name_user_id", _blank_to_null(F.col("user_id")))
+    return keyed.join(names, "_name_user_id", "left").drop("_name_user_id")
+
+
 def _rows_and_missing(master: "DataFrame", id_column: str) -> tuple[int, int]:
     """Rows of a master-data snapshot and how many lack their id, in one pass."""
     from pyspark.sql import functions as F
@@ -894,6 +929,7 @@ def preflight(cfg: Config, run_date: dt.date, collect_days: int = 1) -> None:
     CleanParams.from_config(cfg)
     CatalogueParams.from_config(cfg)
     Generalisation.from_config(cfg)
+    PiiParams.from_config(cfg)
 
 
 def run(spark: "SparkSession", cfg: Config, run_date: dt.date, collect_days: int = 1) -> StepResult:
@@ -906,6 +942,7 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, collect_days: int
     key = load_hmac_key(cfg)
     params = CleanParams.from_config(cfg)
     generalise = Generalisation.from_config(cfg)
+    pii = PiiParams.from_config(cfg)
     _check_silver_events_schema(spark, cfg)  # before anything is written
     for name in ("silver.events", "silver.held_events"):
         migrate(spark, cfg, name)  # an older lakehouse holds rating as bigint; doubles would not go in
@@ -914,7 +951,8 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, collect_days: int
     users = read_table(spark, cfg, "bronze.users").where(F.col("snapshot_date") == F.lit(run_date)).cache()
     try:
         users_in, no_id = _rows_and_missing(users, "user_id")
-        users_out = replace_dates(transform_users(users, key, generalise), cfg, "silver.users", [run_date])
+        users_out = replace_dates(transform_users(users, key, generalise, pii.for_columns(USER_PII_COLUMNS)), cfg,
+                                  "silver.users", [run_date])
         result.tables.append(TableCount("silver.users", users_in, users_out, users_in - no_id - users_out,
                                         {"missing_user_id": no_id} if no_id else {}))
         contacts_out = replace_dates(transform_user_contacts(users, key), cfg, "silver.user_contacts", [run_date])
@@ -949,7 +987,8 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, collect_days: int
             run_date, truncated)
     result.details["truncated"] = truncated
     # Geo is a place like the user's city: generalised to the same level.
-    typed = transform_type_events(bronze, params).withColumn("geo", generalise.city(F.col("geo")))
+    typed = transform_type_events(_with_user_names(spark, cfg, bronze, run_date), params,
+                                  pii.for_columns(EVENT_PII_COLUMNS)).withColumn("geo", generalise.city(F.col("geo")))
     known_users, known_items = _known(spark, cfg, run_date)
     labelled = transform_label_events(
         typed, key, run_date, params, earlier_ids=_earlier(spark, cfg, dates[0], params),
@@ -962,6 +1001,14 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, collect_days: int
 
     try:
         breakdown = outcome_counts(labelled)
+        found = pii_counts(labelled.where(F.col("_origin") == LANDED))
+        if found:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "clean %s: personal data found in other columns (rows per column: %s); handled as "
+                "privacy.pii_columns says", run_date, found)
+        result.details["pii"] = found
         counts = count_events(breakdown)
         rechecked = {outcome: n for (origin, outcome), n in breakdown.items() if origin == HELD}
         landed = labelled.where(F.col("_origin") == LANDED)

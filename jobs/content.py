@@ -19,6 +19,7 @@ import unicodedata
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
+from jobs.common.pii import PII_KINDS, token
 from jobs.common.taxonomy import CATEGORIES, TOP_LEVEL
 
 if TYPE_CHECKING:
@@ -168,13 +169,17 @@ def _tokens(cleaned: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+# What clean put in place of personal data ([phone], [email], ...): not words the user wrote.
+_PII_TOKENS = re.compile("|".join(re.escape(token(kind)) for kind in PII_KINDS))
+
+
 def tokenize(text: str | None) -> list[str]:
     """Keywords of a text in order: jieba words for Chinese, letters/digits words for the rest.
 
     Lower case after NFKC; drops punctuation, stopwords, pure numbers, one-letter words and
-    one-character Chinese words.
+    one-character Chinese words, and clean's masks of personal data (`[phone]` is no keyword `phone`).
     """
-    cleaned = normalise(text)
+    cleaned = normalise(_PII_TOKENS.sub(" ", text)) if text else normalise(text)
     return list(_tokens(cleaned)) if cleaned else []
 
 

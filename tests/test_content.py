@@ -167,3 +167,8 @@ def test_review_sentiment_time_grows_with_the_length_not_its_square():
     started = time.monotonic()
     score = sentiment(text)
     assert 0 <= score <= 1 and time.monotonic() - started < 15
+
+
+def test_clean_masks_of_personal_data_are_no_keywords():
+    assert tokenize("great phone, call [phone] or mail [email], [name] says") == ["great", "phone", "call", "mail", "says"]
+    assert tokenize("好评 [name] [phone]") == ["好评"]

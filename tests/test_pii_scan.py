@@ -61,6 +61,36 @@ def _landed_pii(landing: Path) -> dict[str, set[str]]:
     return pii
 
 
+def _rewrite_jsonl(path: Path, change) -> None:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join(json.dumps(change(i, json.loads(line)), ensure_ascii=False) if line else line
+                              for i, line in enumerate(lines)) + "\n", encoding="utf-8")
+
+
+def _plant_pii_in_other_columns(landing: Path) -> None:
+    """Personal data where the contract does not expect it: a user's own name as their city, a phone as
+    an occupation, and in the events of each day an email as geo and a name and phone in a review."""
+    users: dict[str, dict] = {}
+
+    def user(i: int, row: dict) -> dict:
+        users.setdefault(row["user_id"], row)
+        if i % 3 == 0:
+            return {**row, "city": row["name"], "occupation": row["phone"]}
+        return {**row, "occupation": f"call {row['phone']}"} if i % 3 == 1 else row
+
+    for path in sorted((landing / "users").rglob("*.jsonl")):
+        _rewrite_jsonl(path, user)
+
+    def event(i: int, row: dict) -> dict:
+        person = users.get(row.get("user_id"))
+        if person is None or i % 4:
+            return row
+        return {**row, "geo": person["email"], "review_text": f"我是{person['name']}，电话{person['phone']}"}
+
+    for path in sorted((landing / "events").rglob("*.jsonl")):
+        _rewrite_jsonl(path, event)
+
+
 def test_the_scan_finds_planted_pii(spark):
     pii = {"user_id": {"u0000007"}, "name": {"刘敏"}, "email": {"min.liu0@example.org"}, "phone": {"15858507445"}}
     rows = spark.createDataFrame(
@@ -80,6 +110,7 @@ def test_no_raw_pii_reaches_silver_or_later(spark, tmp_path_factory):
     base = tmp_path_factory.mktemp("pii")
     cfg = make_config(base)
     generate(Path(cfg.landing_zone), Path(cfg.ground_truth_dir), users=USERS, days=DAYS, seed=5, start_date=START)
+    _plant_pii_in_other_columns(Path(cfg.landing_zone))
     last = START + dt.timedelta(days=DAYS - 1)
     collect.run(spark, cfg, last, collect_days=DAYS)
     clean.run(spark, cfg, last, collect_days=DAYS)

@@ -1,3 +1,4 @@
+import datetime as dt
 import hashlib
 import hmac
 
@@ -90,10 +91,96 @@ def test_cities_are_generalised_to_the_configured_level(spark):
     def level(**kw):
         return [r[0] for r in cities.select(Generalisation(**kw).city(F.col("city"))).collect()]
 
-    assert level() == ["Shanghai", "Shenzhen", "Xi'an", "Lhasa", "unknown"]
-    assert level(city_level="province") == ["Shanghai", "Guangdong", "Shaanxi", "unknown", "unknown"]
-    assert level(city_level="region") == ["East China", "South China", "Northwest China", "unknown", "unknown"]
+    assert level() == ["Shanghai", "Shenzhen", "Xi'an", "other", "unknown"]
+    assert level(city_level="province") == ["Shanghai", "Guangdong", "Shaanxi", "other", "unknown"]
+    assert level(city_level="region") == ["East China", "South China", "Northwest China", "other", "unknown"]
     extra = (("Lhasa", "Tibet", "Southwest China"),)
     assert level(city_level="province", extra_cities=extra)[3] == "Tibet"
+    assert level(extra_cities=extra)[3] == "Lhasa"
     with pytest.raises(ConfigError, match="city_level is 'street'"):
         Generalisation(city_level="street")
+
+
+# --------------------------------------------------------------------------------------------------
+# Personal data in other columns (privacy.pii_columns), before silver
+
+D = dt.date(2026, 11, 3)
+EVENT_PII = {"session_id": "quarantine", "query": "mask", "review_text": "mask", "device": "drop_value",
+             "channel": "drop_value", "geo": "drop_value"}
+
+
+def test_clean_masks_drops_or_quarantines_pii_in_event_columns(spark):
+    from jobs.clean import transform_type_events
+    from tests.test_clean import BRONZE, bronze_row
+
+    rows = [
+        bronze_row("e1", 1, review_text="刘敏 here, call 138-0013-8000 or liu@qq.com", geo="liu@qq.com"),
+        bronze_row("e2", 2, session_id="s-13800138000", device="+44 20 7946 0958", channel="刘敏"),
+        bronze_row("e3", 3, user_id=" ", session_id="liu@qq.com"),   # a row check comes first
+        bronze_row("e4", 4, query="order 20261104000123 ORD-20261104-000123",
+                   review_text="paid 1999.00 on 2026-11-04, postcode 200120, item i0001234, 4111111111111112"),
+        bronze_row("e5", 5, review_text="身份证 11010519491231002X 卡 6011-1111-1111-1117"),
+    ]
+    bronze = spark.createDataFrame(rows, BRONZE)
+    names = spark.createDataFrame([("u1", ["刘敏"])], "user_id string, _user_names array<string>")
+    typed = transform_type_events(bronze.join(names, "user_id", "left"), None, EVENT_PII)
+    got = {r["event_id"]: r for r in typed.collect()}
+    assert got["e1"]["review_text"] == "[name] here, call [phone] or [email]"
+    assert (got["e1"]["geo"], got["e1"]["_pii_found"], got["e1"]["_reject_reason"]) == (
+        "unknown", ["review_text", "geo"], None)
+    assert (got["e2"]["device"], got["e2"]["channel"], got["e2"]["session_id"], got["e2"]["_reject_reason"]) == (
+        "unknown", "unknown", "s-13800138000", "pii_in_session_id")
+    assert got["e3"]["_reject_reason"] == "missing_user_id"
+    assert got["e4"]["query"] == "order 20261104000123 ORD-20261104-000123"
+    assert got["e4"]["review_text"] == "paid 1999.00 on 2026-11-04, postcode 200120, item i0001234, 4111111111111112"
+    assert (got["e4"]["_pii_found"], got["e4"]["_reject_reason"]) == ([], None)
+    assert got["e5"]["review_text"] == "身份证 [id_card] 卡 [card]"
+    assert "_user_names" not in typed.columns and "_pii_reason" not in typed.columns
+
+
+def test_clean_keeps_names_and_contacts_out_of_user_columns_and_cities_to_the_allow_list(spark):
+    from jobs.clean import transform_users
+    from tests.test_clean import KEY, USERS
+
+    rows = [
+        ("u1", "刘敏", None, None, 30, "F", "teacher", "刘敏", "2025-01-01", D),
+        ("u2", "Zhang Wei", None, None, 30, "M", "call 13800138000", "Shanghai", "2025-01-01", D),
+        ("u3", "Wang Fang", None, None, 30, "F", "Wang Fang", "No. 5 Nanjing Road", "2025-01-01", D),
+        ("u4", "Li Na", None, None, 30, "F", "nurse", "li.na@example.com", "2025-01-01", D),
+    ]
+    users = spark.createDataFrame(rows, USERS)
+    dropped = {r["user_key"]: (r["occupation"], r["city"]) for r in transform_users(
+        users, KEY, pii={"occupation": "drop_value", "city": "drop_value"}).collect()}
+    assert dropped == {pseudonymise_py(KEY, "u1"): ("teacher", "unknown"),
+                       pseudonymise_py(KEY, "u2"): ("unknown", "Shanghai"),
+                       pseudonymise_py(KEY, "u3"): ("unknown", "other"),
+                       pseudonymise_py(KEY, "u4"): ("nurse", "unknown")}
+    masked = {r["user_key"]: (r["occupation"], r["city"]) for r in transform_users(
+        users, KEY, pii={"occupation": "mask", "city": "mask"}).collect()}
+    assert masked[pseudonymise_py(KEY, "u2")] == ("call [phone]", "Shanghai")
+    assert masked[pseudonymise_py(KEY, "u3")] == ("[name]", "other")
+    assert masked[pseudonymise_py(KEY, "u1")][1] == masked[pseudonymise_py(KEY, "u4")][1] == "other"
+
+
+def test_clean_run_accounts_for_pii_rows_and_writes_none_to_silver(spark, tmp_path):
+    from jobs.clean import run
+    from jobs.common.delta import read_table, replace_dates
+    from tests.test_clean import BRONZE, ITEMS, USERS, bronze_row
+
+    cfg = make_config(tmp_path)
+    events = [bronze_row("e1", 1, review_text="好评 刘敏 13800138000"), bronze_row("e2", 2, session_id="liu@qq.com"),
+              bronze_row("e3", 3, geo="刘敏"), bronze_row("e4", 4)]
+    replace_dates(spark.createDataFrame(events, BRONZE), cfg, "bronze.events", [D])
+    users = [("u1", "刘敏", "liu@qq.com", "13800138000", 30, "F", "13800138000", "刘敏", "2025-01-01", D)]
+    replace_dates(spark.createDataFrame(users, USERS), cfg, "bronze.users", [D])
+    replace_dates(spark.createDataFrame([("i1", "Phone", "phones", "Acme", 10.0, D)], ITEMS), cfg, "bronze.items", [D])
+    result = run(spark, cfg, D)
+    counts = next(t for t in result.tables if t.table == "silver.events")
+    assert (counts.rows_in, counts.rows_out, counts.quarantined) == (4, 3, {"pii_in_session_id": 1})
+    assert result.details["pii"] == {"geo": 1, "review_text": 1, "session_id": 1}
+    silver = {r["event_id"]: (r["review_text"], r["geo"]) for r in read_table(spark, cfg, "silver.events").collect()}
+    assert silver == {"e1": ("好评 [name] [phone]", "Shanghai"), "e3": (None, "unknown"), "e4": (None, "Shanghai")}
+    quarantine = read_table(spark, cfg, "bronze.quarantine").collect()
+    assert [(q["reason"], q["_line"]) for q in quarantine] == [("pii_in_session_id", 2)]
+    user = read_table(spark, cfg, "silver.users").first()
+    assert (user["occupation"], user["city"]) == ("unknown", "unknown")

@@ -97,19 +97,28 @@ class PiiParams:
 # Spark: masking one string column
 
 
-def _digit(text: "Column", position: int) -> "Column":
-    """The digit at 1-based `position` as an int; 0 past the end or for a non-digit."""
+def _digits(text: "Column") -> "Column":
+    """The characters of a string of digits as an array of ints (0 for anything else)."""
     from pyspark.sql import functions as F
 
-    return F.coalesce(F.substring(text, position, 1).try_cast("int"), F.lit(0))
+    return F.transform(F.split(text, ""), lambda c: F.coalesce(c.try_cast("int"), F.lit(0)))
 
 
+def _sum(values: "Column") -> "Column":
+    from pyspark.sql import functions as F
+
+    return F.aggregate(values, F.lit(0), lambda total, v: total + v)
+
+
+# Higher-order functions over the digits keep the expression small: these run once per candidate of
+# every scanned column, and an unrolled sum made the plan large enough to slow every step that uses it.
 def valid_id_card(candidate: "Column") -> "Column":
     """True when the 18th character is the GB 11643 check digit of the first 17."""
     from pyspark.sql import functions as F
 
-    total = sum((_digit(candidate, i + 1) * F.lit(w) for i, w in enumerate(ID_WEIGHTS)), F.lit(0))
-    expected = F.substring(F.lit(ID_CHECK), (total % 11) + 1, 1)
+    weighted = F.zip_with(F.slice(_digits(candidate), 1, 17), F.array(*[F.lit(w) for w in ID_WEIGHTS]),
+                          lambda d, w: d * w)
+    expected = F.substring(F.lit(ID_CHECK), (_sum(weighted) % 11) + 1, 1)
     return F.upper(F.substring(candidate, 18, 1)) == expected
 
 
@@ -118,12 +127,9 @@ def valid_card(candidate: "Column") -> "Column":
     from pyspark.sql import functions as F
 
     digits = F.regexp_replace(candidate, r"[^0-9]", "")
-    backwards = F.reverse(digits)
-    total = F.lit(0)
-    for i in range(19):
-        d = _digit(backwards, i + 1)
-        total = total + (d if i % 2 == 0 else F.when(d * 2 > 9, d * 2 - 9).otherwise(d * 2))
-    return F.length(digits).between(13, 19) & digits.rlike(CARD_PREFIX) & (total % 10 == 0)
+    doubled = F.transform(F.reverse(_digits(digits)), lambda d, i: F.when(
+        i % 2 == 0, d).when(d * 2 > 9, d * 2 - 9).otherwise(d * 2))
+    return F.length(digits).between(13, 19) & digits.rlike(CARD_PREFIX) & (_sum(doubled) % 10 == 0)
 
 
 def _replace_checked(text: "Column", pattern: str, valid, kind: str) -> "Column":

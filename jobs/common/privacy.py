@@ -102,6 +102,9 @@ def pseudonymise_contact(key: bytes, domain: str, column: "Column") -> "Column":
 DEFAULT_AGE_EDGES = (18, 25, 35, 45, 55, 65)
 MAX_PLAUSIBLE_AGE = 120
 CITY_LEVELS = ("city", "province", "region")
+# What a city outside the allow-list (CITY_HIERARCHY and privacy.generalise.extra_cities) becomes: free
+# text in a city field (a name, an address, a phone number) never reaches silver.
+OTHER_CITY = "other"
 
 # City -> (province, region). Municipalities are their own province. Chinese names map onto the same city.
 CITY_HIERARCHY: dict[str, tuple[str, str]] = {
@@ -185,8 +188,8 @@ class Generalisation:
     def city(self, raw: "Column") -> "Column":
         """Normalise a city name (NFKC, Chinese or any case), then coarsen it to the configured level.
 
-        At city level an unlisted city keeps its normalised name; at province or region level it
-        becomes 'unknown', since its province is not known.
+        The known cities are an allow-list: any other non-empty value becomes 'other' at every level,
+        a missing one 'unknown'.
         """
         from pyspark.sql import functions as F
 
@@ -199,9 +202,10 @@ class Generalisation:
         lookup = F.create_map(*[F.lit(x) for pair in canonical.items() for x in pair])
         known = F.try_element_at(lookup, F.lower(spelled))
         if self.city_level == "city":
-            value = F.coalesce(known, spelled)
+            value = known
         else:
             position = 0 if self.city_level == "province" else 1
             level = F.create_map(*[F.lit(x) for city, parents in hierarchy.items() for x in (city, parents[position])])
             value = F.try_element_at(level, known)
-        return F.coalesce(value, F.lit("unknown"))
+        missing = spelled.isNull() | (F.lower(spelled) == F.lit("unknown"))  # clean's default for a missing geo
+        return F.when(missing, F.lit("unknown")).otherwise(F.coalesce(value, F.lit(OTHER_CITY)))
