@@ -431,7 +431,8 @@ def within_user_holdout(validation: Holdout, share: float = 0.25, min_items: int
     days after it (MovieLens: 9 of 671): of every user with at least `min_items` items in
     validation.history, floor(share x n) items (the smallest SHA-1 of "user|item", fixed) become the
     truth; the rest stay the history and are excluded from the lists, as consumed items are; the hidden
-    items leave the rows' sequences (seq_* columns, step by step) so that no term sees them."""
+    items leave the rows' sequences (seq_* columns, step by step) and the bought lists, so that no term
+    sees them and no list excludes them."""
     import pyarrow as pa
 
     hidden: dict[str, set[str]] = {}
@@ -451,8 +452,11 @@ def within_user_holdout(validation: Holdout, share: float = 0.25, min_items: int
             column = pa.array([None if v is None else [v[j] for j in idx] for v, idx in zip(values, keep)],
                               table.schema.field(name).type)
             table = table.set_column(table.schema.get_field_index(name), name, column)
+    # A hidden item leaves the bought list too: on purchase data (Instacart) every history item was bought,
+    # and a list that excludes the truth scores 0 whatever the terms (every scale tied at 0 before).
     bought = table.column("bought").to_pylist() if "bought" in table.column_names else [None] * len(keys)
-    excluded = pa.array([sorted(set(b or []) | set(kept.get(u, []))) for u, b in zip(keys, bought)], pa.list_(pa.string()))
+    excluded = pa.array([sorted((set(b or []) - hidden.get(u, set())) | set(kept.get(u, [])))
+                         for u, b in zip(keys, bought)], pa.list_(pa.string()))
     if "bought" in table.column_names:
         table = table.set_column(table.schema.get_field_index("bought"), "bought", excluded)
     else:

@@ -146,7 +146,7 @@ def test_within_user_holdout_hides_a_fixed_share_of_each_history_everywhere():
         "user_key": ["u1", "u2"],
         "seq_item_ids": [items, ["i0", "i1"]],
         "seq_gaps": [[float(n) for n in range(8)], [0.0, 1.0]],
-        "bought": [["x9"], None],
+        "bought": [["x9", *items], None],      # purchase data: the whole history was bought
     })
     validation = Holdout(D, D, table, pa.table({"item_id": items}), {"u1": {"i7"}}, 8,
                          history={"u1": items, "u2": ["i0", "i1"], "u3": items[:4]})
@@ -160,5 +160,6 @@ def test_within_user_holdout_hides_a_fixed_share_of_each_history_everywhere():
     seq = split.table.column("seq_item_ids").to_pylist()
     assert seq[0] == [i for i in items if i not in hidden] and seq[1] == ["i0", "i1"]
     assert split.table.column("seq_gaps").to_pylist()[0] == [float(items.index(i)) for i in seq[0]]
-    # the kept history is excluded from the lists, as consumed items are, besides what was bought
+    # the kept history is excluded from the lists, as consumed items are, besides what was bought; the
+    # hidden items are not, though bought: they are the truth
     assert split.table.column("bought").to_pylist() == [sorted({"x9", *split.history["u1"]}), ["i0", "i1"]]
