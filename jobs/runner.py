@@ -14,7 +14,9 @@ from typing import Any
 
 from jobs.common.config import Config, load_config
 from jobs.common.dates import parse_date
+from jobs.common.delta import concurrent_write_error, is_write_conflict
 from jobs.common.errors import ConfigError, PortraitError, lost_service
+from jobs.common.runlock import run_lock
 from jobs.common.storage import probe_writable, storage_error
 
 log = logging.getLogger("portrait")
@@ -97,18 +99,22 @@ def run_step(step: str, run_date: Any, cfg: Config | None = None, **params: Any)
         # Cheap checks first: a read-only or full lakehouse, or a missing input, should not cost a Spark
         # start (and minutes of retried writes) to report.
         probe_writable(lakehouse, "lakehouse", LAKEHOUSE_SETTING)
-        if hasattr(module, "preflight"):
-            module.preflight(cfg, day, **{k: v for k, v in accepted.items()
-                                          if k in inspect.signature(module.preflight).parameters})
+        # Then the date's lock: a second run of the date says so at once, whatever else it would find.
+        with run_lock(cfg, day, holder=step):
+            if hasattr(module, "preflight"):
+                module.preflight(cfg, day, **{k: v for k, v in accepted.items()
+                                              if k in inspect.signature(module.preflight).parameters})
 
-        from jobs.common.spark import build_spark
+            from jobs.common.spark import build_spark
 
-        spark = build_spark(cfg)
-        started = time.monotonic()
-        result = module.run(spark, cfg, day, **accepted)
+            spark = build_spark(cfg)
+            started = time.monotonic()
+            result = module.run(spark, cfg, day, **accepted)
     except PortraitError:
         raise
     except Exception as exc:
+        if is_write_conflict(exc):
+            raise concurrent_write_error(_conflicting_table(cfg, exc, step), [day], exc) from None
         # The disk filling up or turning read-only in the middle of a Spark write, or the MLflow server lost
         # after the step's check: one line, no retry.
         mapped = storage_error(exc, "lakehouse", lakehouse, LAKEHOUSE_SETTING) or lost_service(
@@ -120,6 +126,15 @@ def run_step(step: str, run_date: Any, cfg: Config | None = None, **params: Any)
     result.details["seconds"] = round(time.monotonic() - started, 1)
     log.info("%s in %.1fs", result.summary(), result.details["seconds"])
     return result.to_dict()
+
+
+def _conflicting_table(cfg: Config, exc: BaseException, step: str) -> str:
+    """The catalog table whose folder the conflict's message names, else `a table written by <step>`."""
+    from jobs.common.catalog import TABLES, table_path
+
+    text = str(exc)
+    named = [name for name in TABLES if table_path(cfg, name) in text]
+    return max(named, key=lambda n: len(table_path(cfg, n))) if named else f"a table written by {step}"
 
 
 def _optional(kind: type):
@@ -135,7 +150,8 @@ def _optional(kind: type):
 def main(argv: list[str] | None = None) -> None:
     """`python -m jobs.runner STEP DATE` (or `spark-submit jobs/runner.py STEP DATE`): one step, result as JSON.
 
-    Exits 2 with one line `portrait: error: ...` on bad input or configuration, which the spark-submit
+    Exits 2 with one line `portrait: error: ...` on bad input or configuration, a run of the date already in
+    progress or a lost commit conflict (jobs/common/runlock.py, jobs/common/delta.py), which the spark-submit
     task turns into a failure without retries; anything else (a lost executor) exits 1 and is retried.
     """
     parser = argparse.ArgumentParser(prog="python -m jobs.runner", description=main.__doc__)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from jobs.common.catalog import spec, table_path
 from jobs.common.config import Config
-from jobs.common.errors import InputDataError
+from jobs.common.errors import ConcurrentWriteError, InputDataError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -66,16 +66,48 @@ def replace_dates(
     predicate = _date_predicate(table.date_column, dates)
     if extra_predicate:
         predicate = f"({predicate}) AND ({extra_predicate})"
-    (
-        df.write.format("delta")
-        .mode("overwrite")
-        .option("replaceWhere", predicate)
-        .option("mergeSchema", str(add_columns).lower())
-        .options(**range_write_options(len(dates)))
-        .partitionBy(*table.partition_by)
-        .save(table_path(cfg, name))
-    )
+    try:
+        (
+            df.write.format("delta")
+            .mode("overwrite")
+            .option("replaceWhere", predicate)
+            .option("mergeSchema", str(add_columns).lower())
+            .options(**range_write_options(len(dates)))
+            .partitionBy(*table.partition_by)
+            .save(table_path(cfg, name))
+        )
+    except Exception as exc:
+        if is_write_conflict(exc):
+            raise concurrent_write_error(name, dates, exc) from None
+        raise
     return last_commit_rows(df.sparkSession, cfg, name)
+
+
+# Delta's commit conflicts (delta.exceptions): another writer committed to the same table meanwhile.
+CONFLICTS = ("ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
+             "ConcurrentTransactionException", "ConcurrentWriteException", "ConcurrentModificationException",
+             "MetadataChangedException", "ProtocolChangedException", "DELTA_CONCURRENT_", "DELTA_METADATA_CHANGED",
+             "DELTA_PROTOCOL_CHANGED")
+
+
+def is_write_conflict(exc: BaseException) -> bool:
+    """A Delta commit conflict, whether raised as delta.exceptions.* or as the JVM's error (py4j)."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return bool(names & set(CONFLICTS)) or any(marker in str(exc)[:2000] for marker in CONFLICTS)
+
+
+def conflict_kind(exc: BaseException) -> str:
+    text = f"{type(exc).__name__} {str(exc)[:2000]}"
+    return next((c for c in CONFLICTS if c in text and not c.startswith("DELTA_")), "a commit conflict")
+
+
+def concurrent_write_error(table: str, dates: Iterable[dt.date], exc: BaseException) -> ConcurrentWriteError:
+    """The one line for a conflict: which table and date, what happened, what to do."""
+    days = ", ".join(sorted({d.isoformat() for d in dates})) or "?"
+    return ConcurrentWriteError(
+        f"{table} {days}: another write to this table committed first ({conflict_kind(exc)}); this write was not "
+        "committed (its files are not part of the table). Another run of the same date, or `portrait forget`, is running: rerun "
+        "the date when it has ended")
 
 
 def last_commit_rows(spark: "SparkSession", cfg: Config, name: str) -> int:

@@ -17,6 +17,14 @@ class InputDataError(PortraitError):
     """Input data is missing or unusable for the requested date."""
 
 
+class RunInProgressError(PortraitError):
+    """Another run of the same date (or a forget) holds the lock: a retry now would race it."""
+
+
+class ConcurrentWriteError(PortraitError):
+    """Delta refused a commit because another writer changed the same table and date meanwhile."""
+
+
 def lost_service(exc: BaseException, name: str, uri: str, setting: str) -> EnvironmentSetupError | None:
     """One line for a server at `uri` that stopped answering in the middle of a step (its client gave up
     after its own bounded retries), or None when `exc` is not about that server."""
