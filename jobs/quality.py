@@ -1622,6 +1622,55 @@ def build_docs(cfg: Config, reports: "ValidationReport | Iterable[ValidationRepo
     return folder
 
 
+def _without_person(value: Any, mentions: Callable[[str], bool]) -> Any:
+    """A report value with the person taken out: their sample rows dropped, any other text naming them blanked."""
+    if isinstance(value, list):
+        return [_without_person(v, mentions) for v in value]
+    if isinstance(value, dict):
+        return {k: _without_person([row for row in v if not mentions(json.dumps(row, default=str, ensure_ascii=False))]
+                                   if k == "sample" and isinstance(v, list) else v, mentions)
+                for k, v in value.items()}
+    if isinstance(value, str) and mentions(value):
+        return None
+    return value
+
+
+def forget_in_docs(cfg: Config, mentions: Callable[[str], bool], dry_run: bool = False) -> list[str]:
+    """Take a person out of the HTML quality reports (`portrait forget`); returns the files changed.
+
+    A page's JSON loses the person's sample rows and is written again with its HTML page; GX's own page
+    cannot be rebuilt without its validation result, so one that mentions them is deleted (the page
+    then links none). Any other file of the folder that mentions them is deleted too.
+    """
+    folder = docs_dir(cfg)
+    if not folder.is_dir():
+        return []
+    changed: list[str] = []
+    for path in sorted(folder.glob("*/*.json")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        gx_page = path.with_name(f"{path.stem}.gx.html")
+        gx_mentions = gx_page.exists() and mentions(gx_page.read_text(encoding="utf-8", errors="replace"))
+        if not (mentions(text) or gx_mentions):
+            continue
+        changed += [str(path), str(path.with_suffix(".html"))] + ([str(gx_page)] if gx_mentions else [])
+        if dry_run:
+            continue
+        if gx_mentions:
+            gx_page.unlink()
+        data = _without_person(json.loads(text), mentions)
+        path.write_text(json.dumps(data, default=str, ensure_ascii=False, indent=1), encoding="utf-8")
+        path.with_suffix(".html").write_text(_report_page(data, gx_page.name if gx_page.exists() else None),
+                                             encoding="utf-8")
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and str(p) not in changed):
+        if mentions(path.read_text(encoding="utf-8", errors="replace")):
+            changed.append(str(path))
+            if not dry_run:
+                path.unlink()
+    if changed and not dry_run:
+        _write_index(folder)
+    return changed
+
+
 def expand_tables(tables: str | Iterable[str], root: Path | None = None) -> tuple[str, ...]:
     """`silver.events`, a layer (`silver`), or several of either, comma-separated or as a list."""
     items = [t.strip() for t in (tables.split(",") if isinstance(tables, str) else tables) if t and t.strip()]

@@ -259,7 +259,8 @@ def forget(
     by: Optional[str] = typer.Option(None, "--by", help="who asks; default the login name"),
     dry_run: bool = typer.Option(False, "--dry-run", help="count the person's rows, change nothing"),
 ) -> None:
-    """Remove one person from every layer (Delta DELETE + VACUUM) and record the request (docs/cleaning.md)."""
+    """Remove one person from every layer (Delta DELETE + VACUUM), from never committed files, training
+    snapshots and quality reports, and record the request (docs/cleaning.md)."""
     from jobs.forget import run_forget
 
     for line in run_forget(_config(), user, reason=reason, requested_by=by, dry_run=dry_run).lines():

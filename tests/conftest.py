@@ -25,6 +25,7 @@ def lake_overrides(base: Path) -> dict[str, str]:
         "PORTRAIT__MLFLOW__TRACKING_URI": f"sqlite:///{base / 'mlruns' / 'mlflow.db'}",
         "PORTRAIT__MLFLOW__ARTIFACT_ROOT": str(base / "mlruns" / "artifacts"),
         "PORTRAIT__AIRFLOW__HOME": str(base / "airflow"),
+        "PORTRAIT__MODEL__SNAPSHOT_DIR": str(base / "cache" / "training"),
         "AIRFLOW_HOME": str(base / "airflow"),
     }
 
