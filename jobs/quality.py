@@ -27,6 +27,7 @@ from jobs.common.config import Config, project_root
 from jobs.common.delta import read_table, replace_dates, table_exists
 from jobs.common.errors import ConfigError, PortraitError
 from jobs.common.feature_windows import FeatureWindows
+from jobs.common.pii import has_pii, mask_pii, redact_value
 from jobs.common.step import StepResult
 from jobs.quality_history import (
     ABSENT,
@@ -1177,6 +1178,52 @@ def _check_mix_psi(ctx: _CheckContext, column: str, lookup: str | None = None,
     return _Finding(index <= limit.value, observed)
 
 
+def _pii_scans(frame: "DataFrame", exclude: Iterable[str] = ()) -> dict[str, tuple["Column", "Column"]]:
+    """column -> (holds PII, its values masked) for every string column, array of strings and map with
+    string keys or values: the columns a `no_pii` check reads."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    scans: dict[str, tuple[Column, Column]] = {}
+    for field_ in frame.schema.fields:
+        kind, column = field_.dataType, F.col(f"`{field_.name}`")
+        if field_.name in set(exclude):
+            continue
+        if isinstance(kind, T.StringType):
+            scans[field_.name] = (has_pii(column), mask_pii(column))
+        elif isinstance(kind, T.ArrayType) and isinstance(kind.elementType, T.StringType):
+            scans[field_.name] = (F.exists(column, has_pii), F.to_json(F.transform(column, mask_pii)))
+        elif isinstance(kind, T.MapType) and (isinstance(kind.keyType, T.StringType)
+                                              or isinstance(kind.valueType, T.StringType)):
+            parts = [F.map_keys(column)] if isinstance(kind.keyType, T.StringType) else []
+            parts += [F.map_values(column)] if isinstance(kind.valueType, T.StringType) else []
+            strings = parts[0] if len(parts) == 1 else F.concat(*parts)
+            scans[field_.name] = (F.exists(strings, has_pii), F.to_json(F.transform(strings, mask_pii)))
+    return scans
+
+
+def _check_no_pii(ctx: _CheckContext, exclude: Sequence[str] = ()) -> _Finding:
+    """No string value (inside arrays and maps too) holds an email, a phone, an ID-card or a card number
+    (jobs/common/pii.py). The sample shows the offending values masked, never the raw value."""
+    from pyspark.sql import functions as F
+
+    scans = _pii_scans(ctx.partition, exclude)
+    if not scans:
+        return _skip("no text column")
+    row = ctx.partition.agg(*[F.count(F.when(found, 1)).alias(f"c{i}") for i, (found, _) in enumerate(scans.values())]
+                            ).first()
+    hits = {name: int(row[f"c{i}"]) for i, name in enumerate(scans) if row[f"c{i}"]}
+    observed = {"columns_scanned": len(scans), "rows_with_pii": hits}
+    if not hits:
+        return _Finding(True, observed, 0)
+    sample = []
+    for name in hits:
+        found, masked = scans[name]
+        values = ctx.partition.where(found).select(masked.alias("v")).limit(SAMPLE_ROWS).collect()
+        sample += [{"column": name, "value_masked": r["v"]} for r in values]
+    return _Finding(False, observed, sum(hits.values()), sample[:SAMPLE_ROWS])
+
+
 SPARK_CHECKS: dict[str, Callable[..., _Finding]] = {
     "row_count_vs_previous": _check_row_count_vs_previous,
     "mean_vs_previous": _check_mean_vs_previous,
@@ -1200,6 +1247,7 @@ SPARK_CHECKS: dict[str, Callable[..., _Finding]] = {
     "top_share": _check_top_share,
     "mix_entropy": _check_mix_entropy,
     "mix_psi": _check_mix_psi,
+    "no_pii": _check_no_pii,
 }
 # kwargs that name columns of the validated table, so a missing column skips the check.
 _COLUMN_KWARGS = ("column", "column_A", "column_B", "key", "rank", "order_by", "item")
@@ -1317,7 +1365,8 @@ def validate(spark: "SparkSession", cfg: Config, table: str, run_date: dt.date,
             partition.unpersist()
     redact = (suite.meta or {}).get("redact_columns") or ()
     _redact(results, redact)
-    if redact and any(r.failed and r.source == "gx" for r in results):
+    masked_gx = _redact_pii(results)
+    if (redact or masked_gx) and any(r.failed and r.source == "gx" for r in results):
         gx_result = None  # GX's own page would show the bad rows unredacted; ours shows them redacted
     ids = _unique_ids(r.check_id or (f"{r.expectation_type}({r.column})" if r.column else r.expectation_type)
                       for r in results)
@@ -1347,6 +1396,18 @@ def _redact(results: Sequence[CheckResult], columns: Iterable[str]) -> None:
                 and "values" in r.observed_value:
             r.observed_value = {**r.observed_value,
                                 "values": [REDACTED if v is not None else None for v in r.observed_value["values"]]}
+
+
+def _redact_pii(results: Sequence[CheckResult]) -> bool:
+    """Mask emails, phones, ID-card and card numbers in every sample and observed value, whatever the
+    column (a phone written into `geo`, a raw bronze line); True when a GX result had something masked."""
+    masked_gx = False
+    for r in results:
+        sample, observed = redact_value(r.sample), redact_value(r.observed_value)
+        if r.source == "gx" and (sample != r.sample or observed != r.observed_value):
+            masked_gx = True
+        r.sample, r.observed_value = sample, observed
+    return masked_gx
 
 
 def _unrestricted_parameter(kwargs: Mapping[str, Any], parameters: Mapping[str, Any]) -> str | None:

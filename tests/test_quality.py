@@ -1122,3 +1122,77 @@ def test_a_staged_day_is_held_to_the_published_suite_and_refers_to_its_own_stage
     assert report.table == "staging.recommendations"
     assert failures(report) == {"exists_in(user_key)"}, report.summary()  # list lengths are right for all four
     assert report.result("exists_in(user_key)").observed_value == {"missing_in_staging.user_profile": 5}
+
+
+# --------------------------------------------------------------------------------------------------
+# Personal data in any text column: the no_pii check, and samples that never show it
+
+
+RAW_PII = ("13800138000", "min.liu@example.org", "11010519491231002X")
+
+
+def _shows_raw_pii(report) -> list[str]:
+    text = json.dumps([r.__dict__ for r in report.results], default=str, ensure_ascii=False) + report.summary()
+    return [value for value in RAW_PII if value in text]
+
+
+@pytest.mark.spark
+def test_pii_in_a_silver_text_column_fails_no_pii_and_the_sample_is_masked(spark, lake):
+    from jobs.quality import validate
+
+    rows = event_rows(D, "d")
+    rows = replace_column(rows, EVENTS_SCHEMA, 0, "review_text", "call me 13800138000")
+    rows = replace_column(rows, EVENTS_SCHEMA, 1, "geo", "min.liu@example.org")
+    rows = replace_column(rows, EVENTS_SCHEMA, 2, "query", "order 20261104000123 for 1999.00 on 2026-11-04")
+    report = validate(spark, lake, "silver.events", D, df=spark.createDataFrame(rows, EVENTS_SCHEMA))
+    assert_only(report, "no_pii")
+    found = report.result("no_pii")
+    assert found.observed_value["rows_with_pii"] == {"review_text": 1, "geo": 1} and found.unexpected_count == 2
+    assert sorted(map(tuple, (s.values() for s in found.sample))) == [
+        ("geo", "[email]"), ("review_text", "call me [phone]")]
+    assert _shows_raw_pii(report) == []
+
+
+@pytest.mark.spark
+def test_pii_in_gold_and_publish_fails_no_pii(spark, lake):
+    from jobs.quality import validate
+
+    features = replace_column(user_feature_rows(), USER_FEATURES_SCHEMA, 0, "city", "11010519491231002X")
+    report = validate(spark, lake, "gold.user_features", D, df=spark.createDataFrame(features, USER_FEATURES_SCHEMA))
+    # (an earlier test may leave the date's category vocabulary short, so other checks can fail too)
+    assert "no_pii" in failures(report) and not report.success
+    assert report.result("no_pii").observed_value["rows_with_pii"] == {"city": 1}
+    assert report.result("no_pii").sample == [{"column": "city", "value_masked": "[id_card]"}]
+    profile = replace_column(profile_rows(D, int(lake.get("model.embedding_dim"))), PROFILE_SCHEMA, 0, "city",
+                             "+86 138 0013 8000")
+    report = validate(spark, lake, "publish.user_profile", D, df=spark.createDataFrame(profile, PROFILE_SCHEMA))
+    assert_only(report, "no_pii")
+    assert report.result("no_pii").observed_value["rows_with_pii"] == {"city": 1}
+
+
+@pytest.mark.spark
+def test_samples_recorded_and_documented_never_carry_raw_pii_from_bronze(spark, lake, tmp_path):
+    from jobs.common.delta import read_table
+    from jobs.quality import build_docs, record, validate
+
+    rows = bronze_rows()
+    raw = json.dumps({"event_id": "e3", "user_id": "u0000003", "geo": "13800138000", "q": "min.liu@example.org"})
+    rows = replace_column(rows, BRONZE_SCHEMA, 3, "_source_file", None)
+    rows = replace_column(rows, BRONZE_SCHEMA, 3, "geo", "13800138000")
+    rows = replace_column(rows, BRONZE_SCHEMA, 3, "_raw", raw)
+    report = validate(spark, lake, "bronze.events", D, df=spark.createDataFrame(rows, BRONZE_SCHEMA))
+    bad = report.result("expect_column_values_to_not_be_null(_source_file)")
+    assert bad.failed and bad.sample[0]["event_id"] == "e3" and bad.sample[0]["geo"] == "[phone]"
+    assert json.loads(bad.sample[0]["_raw"]) == {"event_id": "e3", "user_id": "u0000003", "geo": "[phone]",
+                                                 "q": "[email]"}
+    assert _shows_raw_pii(report) == [] and report.gx_result is None
+    data = copy.deepcopy(dict(lake.data))  # a lakehouse and docs of its own: the module's lake keeps its results
+    data["lakehouse_root"], data["quality"]["docs_dir"] = str(tmp_path / "lake"), str(tmp_path / "docs")
+    qcfg = Config(profile=lake.profile, root=lake.root, data=data)
+    record(spark, qcfg, report)
+    stored = read_table(spark, qcfg, "ops.validation_results").where(f"table_name = 'bronze.events' AND run_date = '{D}'")
+    assert stored.count() > 0
+    assert not [v for r in stored.collect() for v in RAW_PII if v in (r["sample_rows"] or "") + (r["observed_value"] or "")]
+    pages = build_docs(qcfg, report)
+    written = "".join(p.read_text(encoding="utf-8") for p in pages.rglob("*") if p.is_file())
+    assert "[phone]" in written and not [v for v in RAW_PII if v in written]
