@@ -81,6 +81,10 @@ class EvaluateParams:
     tags_k: int = 3
     pipeline_overrides: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.tags_k < 1:
+            raise ConfigError(f"evaluate.tags.k must be at least 1 (tags each scorer names), got {self.tags_k}")
+
     @classmethod
     def from_config(cls, cfg: Config) -> "EvaluateParams":
         max_items = cfg.get("evaluate.ease.max_items")

@@ -31,9 +31,15 @@ def test_score_tags_counts_hits_over_tags_named_and_true_tags_and_users_without_
                                  "hit_rate": 1 / 3, "users": 3.0})
 
 
-def test_score_tags_refuses_an_empty_truth():
+def test_score_tags_refuses_an_empty_truth_and_the_evaluation_a_tag_count_below_one(tmp_path):
+    from jobs.common.errors import ConfigError
+    from portrait.evaluate import EvaluateParams
+
     with pytest.raises(ValueError, match="truth is empty"):
         score_tags({}, {"u1": ["a"]}, k=3)
+    assert EvaluateParams.from_config(make_config(tmp_path)).tags_k == 3
+    with pytest.raises(ConfigError, match="evaluate.tags.k must be at least 1 .*got 0"):
+        EvaluateParams.from_config(make_config(tmp_path, PORTRAIT__EVALUATE__TAGS__K="0"))
 
 
 def test_evaluate_tags_scores_the_published_tags_the_users_history_and_the_popular_tags_on_the_same_users():
