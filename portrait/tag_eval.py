@@ -131,6 +131,8 @@ def tag_inputs(spark: "SparkSession", lake: "Config", heldout: "pd.DataFrame", t
     try:
         vocab = read_category_vocab(spark, lake, run_date)
     except InputDataError as exc:
+        if table_exists(spark, lake, "gold.category_vocab"):   # the features step ran: no category to tag with
+            return f"no item has a category on {run_date} (gold.category_vocab holds no row for it)"
         return str(exc)
     items = read_table(spark, lake, "silver.items").where(F.col("snapshot_date") <= F.lit(run_date))
     newest = items.groupBy("item_id").agg(F.max("snapshot_date").alias("snapshot_date"))

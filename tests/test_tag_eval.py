@@ -104,6 +104,9 @@ def test_published_tags_are_scored_from_the_lakehouse_of_the_run_date(spark, tmp
     assert got["results"]["published"]["precision"] == 1.0       # k1 comedy, k2 drama: both right
     assert got["results"]["history"]["precision"] == 0.0         # k1 drama (m1), k2 comedy (m2): both wrong
     assert got["results"]["popularity"]["hit_rate"] == 0.5       # drama (3 events) for both: k2 right
+    later = DAY + dt.timedelta(days=1)       # a date the features step wrote no vocabulary for
+    assert score_published_tags(spark, lake, heldout, train, later, k=1) == {
+        "skipped": f"no item has a category on {later} (gold.category_vocab holds no row for it)"}
     empty = make_config(tmp_path / "other")
     assert score_published_tags(spark, empty, heldout, train, DAY, k=1) == {
         "skipped": f"silver.items is missing under {empty.lakehouse_root}"}
