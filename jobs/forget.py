@@ -85,10 +85,14 @@ class ForgetResult:
         return out
 
 
+# The id as a whole token (so `u1` does not match `u10`): no word character on either side.
+_TOKEN_OPEN, _TOKEN_CLOSE = "(?<![A-Za-z0-9_])", "(?![A-Za-z0-9_])"
+
+
 def token_pattern(raw_id: str) -> str:
-    """A Java regex that finds the id as a whole token (so `u1` does not match `u10`), quoted literally."""
+    """A Java regex that finds the id as a whole token, quoted literally (Spark's side of mentions_person)."""
     quoted = "\\Q" + raw_id.replace("\\E", "\\E\\\\E\\Q") + "\\E"
-    return f"(?<![A-Za-z0-9_]){quoted}(?![A-Za-z0-9_])"
+    return f"{_TOKEN_OPEN}{quoted}{_TOKEN_CLOSE}"
 
 
 PERSON_SCHEMA = "raw_id string, user_key string, pattern string"
@@ -135,21 +139,23 @@ def _mentions(column: str, raw_id: str, user_key: str, in_merge: bool = False) -
     return F.coalesce(text.contains(key) | F.regexp(text, pattern), F.lit(False))
 
 
-def _in_merge(columns: list[str], texts: list[str] | None, raw_id: str, user_key: str) -> "Column":
-    """The MERGE condition: the person's rows, or (texts given) the rows whose text mentions them."""
+def _condition(columns: list[str], texts: list[str] | None, raw_id: str, user_key: str,
+               in_merge: bool = False) -> "Column | None":
+    """The person's rows, or (texts given) the rows whose text mentions them; on the table itself to count
+    them, or (in_merge) as the MERGE's condition. None when the table has no column to find them by."""
     from pyspark.sql import functions as F
 
     if texts is None:
-        return person_rows(columns, raw_id, user_key, in_merge=True)
+        return person_rows(columns, raw_id, user_key, in_merge)
     condition = F.lit(False)
     for c in texts:
-        condition = condition | _mentions(c, raw_id, user_key, True)
+        condition = condition | _mentions(c, raw_id, user_key, in_merge)
     return condition
 
 
 def mentions_person(raw_id: str, user_key: str) -> "Callable[[str], bool]":
     """A text test for the person: the pseudonym anywhere, or the raw id as a whole token (Python's token_pattern)."""
-    token = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(raw_id)}(?![A-Za-z0-9_])")
+    token = re.compile(f"{_TOKEN_OPEN}{re.escape(raw_id)}{_TOKEN_CLOSE}")
     return lambda text: user_key in text or token.search(text) is not None
 
 
@@ -242,12 +248,10 @@ def file_mentions(fs: Any, path: str, mentions: "Callable[[str], bool]") -> bool
     return False
 
 
-def _stray_files(spark: "SparkSession", fs: Any, folder: str, path: str, is_table: bool,
+def _stray_files(spark: "SparkSession", fs: Any, folder: str, path: str,
                  mentions: "Callable[[str], bool]") -> list[str]:
     """Data files in a table folder that the table's current version does not read and that hold the person."""
-    referenced: set[str] = set()
-    if is_table:
-        referenced = {_same_file(f) for f in spark.read.format("delta").load(path).inputFiles()}
+    referenced = {_same_file(f) for f in spark.read.format("delta").load(path).inputFiles()}
     return [f for f in _data_files(fs, folder) if f not in referenced and file_mentions(fs, f, mentions)]
 
 
@@ -271,23 +275,15 @@ def _forget_in_table(spark: "SparkSession", cfg: Config, name: str, raw_id: str,
         return None, len(strays)
     frame = read_table(spark, cfg, name)
     scrub = spec(name).layer in SCRUB_LAYERS
-    if scrub:
-        texts = [f.name for f in frame.schema.fields if f.dataType.simpleString() == "string"]
-        if not texts:
-            return None, 0
-        hits = {c: _mentions(c, raw_id, user_key) for c in texts}
-        condition = F.lit(False)
-        for hit in hits.values():
-            condition = condition | hit
-    else:
-        condition = person_rows(frame.columns, raw_id, user_key)
-        if condition is None:
-            return None, 0
+    texts = [f.name for f in frame.schema.fields if f.dataType.simpleString() == "string"] if scrub else None
+    condition = _condition(frame.columns, texts, raw_id, user_key) if texts or not scrub else None
+    if condition is None:    # no column to find the person by (ops: no text column)
+        return None, 0
     found = frame.where(condition).count()
     if found and not dry_run:
         person = spark.createDataFrame([(raw_id, user_key, token_pattern(raw_id))], PERSON_SCHEMA)
-        merge = DeltaTable.forPath(spark, path).alias(TARGET).merge(person.alias(PERSON), _in_merge(
-            frame.columns, texts if scrub else None, raw_id, user_key))
+        merge = DeltaTable.forPath(spark, path).alias(TARGET).merge(person.alias(PERSON), _condition(
+            frame.columns, texts, raw_id, user_key, in_merge=True))
         if scrub:
             # One commit blanks every mentioning column of the rows; the rows stay.
             merge = merge.whenMatchedUpdate(set={
@@ -301,7 +297,7 @@ def _forget_in_table(spark: "SparkSession", cfg: Config, name: str, raw_id: str,
     if not vacuum:
         return found, 0
     fs, folder = _filesystem(path)
-    strays = _stray_files(spark, fs, folder, path, True, mentions)
+    strays = _stray_files(spark, fs, folder, path, mentions)
     if strays and not dry_run:
         _vacuum(spark, path, full=True)
     return found, len(strays)
