@@ -900,14 +900,14 @@ def _check_silver_events_schema(spark: "SparkSession", cfg: Config) -> None:
         )
 
 
-def _with_user_names(spark: "SparkSession", cfg: Config, bronze: "DataFrame", run_date: dt.date) -> "DataFrame":
-    """bronze events with `_user_names`: the names the user's rows of the run date's bronze.users snapshot carry."""
+def _with_user_names(bronze: "DataFrame", users: "DataFrame") -> "DataFrame":
+    """bronze events with `_user_names`: the names the user's rows of `users` (the run date's bronze.users
+    snapshot) carry."""
     from pyspark.sql import functions as F
 
-    if not table_exists(spark, cfg, "bronze.users") or "name" not in read_table(spark, cfg, "bronze.users").columns:
+    if "name" not in users.columns:
         return bronze
-    names = (read_table(spark, cfg, "bronze.users").where(F.col("snapshot_date") == F.lit(run_date))
-             .select(_blank_to_null(F.col("user_id")).alias("_name_user_id"), normalise_text(F.col("name")).alias("n"))
+    names = (users.select(_blank_to_null(F.col("user_id")).alias("_name_user_id"), normalise_text(F.col("name")).alias("n"))
              .where(F.col("_name_user_id").isNotNull() & F.col("n").isNotNull())
              .groupBy("_name_user_id").agg(F.collect_set("n").alias(USER_NAMES)))
     keyed = bronze.withColumn("_name_user_id", _blank_to_null(F.col("user_id")))
@@ -987,7 +987,7 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date, collect_days: int
             run_date, truncated)
     result.details["truncated"] = truncated
     # Geo is a place like the user's city: generalised to the same level.
-    typed = transform_type_events(_with_user_names(spark, cfg, bronze, run_date), params,
+    typed = transform_type_events(_with_user_names(bronze, users), params,
                                   pii.for_columns(EVENT_PII_COLUMNS)).withColumn("geo", generalise.city(F.col("geo")))
     known_users, known_items = _known(spark, cfg, run_date)
     labelled = transform_label_events(
