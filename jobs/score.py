@@ -22,6 +22,7 @@ from jobs.common.delta import read_table, replace_dates
 from jobs.common.errors import ConfigError, InputDataError
 from jobs.common.step import StepResult, TableCount
 from jobs.common.feature_windows import LONG, MEDIUM, FeatureWindows
+from ml.itemitem import HISTORY_COLUMN
 from ml.segments import SEGMENT_NAMES, segment_names, segment_rule
 
 if TYPE_CHECKING:
@@ -162,25 +163,19 @@ def _strings(column, length: int) -> np.ndarray:
     return out
 
 
-def _consumed_positions(users: "pa.Table", item_ids) -> list[np.ndarray] | None:
-    """Each user's consumed items (the `consumed_item_ids` column user_rows joins in) as positions in
-    `item_ids`, for top_items to pass over: a user who rated most of their nearest items still gets a full
-    list of candidates. None without the column."""
-    if "consumed_item_ids" not in users.column_names:
-        return None
-    position = {item: i for i, item in enumerate(item_ids)}
-    return [np.fromiter((position[i] for i in (consumed or ()) if i in position), dtype=np.int64)
-            for consumed in users.column("consumed_item_ids").to_pylist()]
+CONSUMED_COLUMN = "consumed_item_ids"   # what run() joins in: the items each user consumed (rerank drops them)
 
 
-def _history_positions(users: "pa.Table", item_ids) -> list[list[int]] | None:
-    """Each row's `history_item_ids` as positions in `item_ids`; None without the column."""
-    from ml.itemitem import HISTORY_COLUMN
+def _column_positions(users: "pa.Table", column: str, item_ids) -> list[list[int]] | None:
+    """Each row's `column` (a list of item ids) as positions in `item_ids`, unknown ids dropped; None
+    without the column. Consumed items (CONSUMED_COLUMN) go to top_items to pass over, so a user who rated
+    most of their nearest items still gets a full list of candidates; the history (ml.itemitem.HISTORY_COLUMN)
+    feeds the item-item term."""
     from ml.retrieval import positions
 
-    if HISTORY_COLUMN not in users.column_names:
+    if column not in users.column_names:
         return None
-    return positions(users.column(HISTORY_COLUMN).to_pylist(), {item: i for i, item in enumerate(item_ids)})
+    return positions(users.column(column).to_pylist(), {item: i for i, item in enumerate(item_ids)})
 
 
 def score_batch(scorer: "Scorer", users: "pa.Table", item_table, item_categories: np.ndarray,
@@ -202,9 +197,9 @@ def score_batch(scorer: "Scorer", users: "pa.Table", item_table, item_categories
     spec = scorer.spec
     dim = scores.embeddings.shape[1] - 1          # the last component is the constant 1 of the bias trick
     order = np.argsort(-scores.tag_scores, axis=1, kind="stable")
-    history = scores.history(item_table, neighbours, item_item, _history_positions(users, item_ids))
+    history = scores.history(item_table, neighbours, item_item, _column_positions(users, HISTORY_COLUMN, item_ids))
     top, raw = top_items(scores.embeddings, item_vectors, n_candidates, history=history,
-                         excluded=_consumed_positions(users, item_ids))
+                         excluded=_column_positions(users, CONSUMED_COLUMN, item_ids))
     relative = relative_scores(raw)
     tags = np.asarray(spec.tags, dtype=object)
     item_array = np.asarray(item_ids, dtype=object)
@@ -283,7 +278,7 @@ def _partition_scorer(model_uri: str, version: str, item_table, item_categories:
 def _item_item(scorer: "Scorer", users: "pa.Table", item_table):
     """The day's item-item weights from every user's history (the rows' history_item_ids of `users`,
     all of the day's rows), on the driver; None for a model without the term."""
-    histories = _history_positions(users, item_table.item_ids) if scorer.uses_item_item else None
+    histories = _column_positions(users, HISTORY_COLUMN, item_table.item_ids) if scorer.uses_item_item else None
     return None if histories is None else scorer.item_item(histories, item_table)
 
 
@@ -295,8 +290,6 @@ def score_users(spark: "SparkSession", cfg: Config, scorer: "Scorer", model_uri:
     categories = np.asarray([str(c) for c in items.column("category").to_pylist()], dtype=object)
     n_candidates = int(cfg.get("recommend.candidates", 100))
     batch_rows = int(cfg.get("score.batch_users", 4096))
-    from ml.itemitem import HISTORY_COLUMN
-
     count = users.count()
     if count > int(cfg.get("score.distributed_above_users", 200_000)):
         # only the history column comes to the driver, for the item-item weights
@@ -406,10 +399,10 @@ def run(spark: "SparkSession", cfg: Config, run_date: dt.date) -> StepResult:
                                   look_back, run_date).cache()
     # Candidates are drawn past the consumed items, so that the re-ranker's exclusion leaves k of them.
     users = user_rows(spark, cfg, run_date, scorer.spec.tags).join(
-        consumed.groupBy("user_key").agg(F.sort_array(F.collect_set("item_id")).alias("consumed_item_ids")),
+        consumed.groupBy("user_key").agg(F.sort_array(F.collect_set("item_id")).alias(CONSUMED_COLUMN)),
         "user_key", "left")
     if scorer.uses_item_item:          # each user's whole history for the item-item term (ml/itemitem.py)
-        from ml.itemitem import HISTORY_COLUMN, ItemItemSettings, history_pairs
+        from ml.itemitem import ItemItemSettings, history_pairs
 
         days = ItemItemSettings(**scorer.spec.item_item).history_days
         users = users.join(history_pairs(read_table(spark, cfg, "silver.events"), run_date, days)
