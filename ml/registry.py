@@ -72,8 +72,8 @@ def check_tracking_store(cfg: Config) -> None:
                 f"MLflow tracking server {uri} is unreachable ({reason}; waited at most "
                 f"{connection.connect_timeout_s:g} s): start it (make up starts the local one) or set "
                 f"{TRACKING_SETTING} to a server that runs, then rerun the date") from None
-    elif uri.startswith("sqlite:///"):
-        probe_writable(str(Path(uri[len("sqlite:///"):]).parent), "MLflow tracking store", TRACKING_SETTING)
+    elif cfg.mlflow_sqlite_path is not None:
+        probe_writable(str(cfg.mlflow_sqlite_path.parent), "MLflow tracking store", TRACKING_SETTING)
     elif uri.startswith(("file://", "/", "./", "../")):
         probe_writable(uri, "MLflow tracking store", TRACKING_SETTING)
     if is_local(artifacts):
@@ -87,8 +87,8 @@ def configure_mlflow(cfg: Config) -> str:
 
     check_tracking_store(cfg)
     uri = cfg.mlflow_tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    if cfg.mlflow_sqlite_path is not None:
+        cfg.mlflow_sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     name = str(cfg.get("mlflow.experiment"))

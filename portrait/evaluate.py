@@ -433,8 +433,8 @@ def log_to_mlflow(cfg: Config, experiment: str, dataset: str, protocol: str, rec
     import mlflow
 
     uri = cfg.mlflow_tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    if cfg.mlflow_sqlite_path is not None:
+        cfg.mlflow_sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(experiment) is None:
         root = cfg.location("mlflow.artifact_root")

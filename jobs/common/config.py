@@ -220,6 +220,12 @@ class Config:
             return prefix + str((self.root / uri[len(prefix):]).resolve())
         return uri
 
+    @property
+    def mlflow_sqlite_path(self) -> Path | None:
+        """The database file of a SQLite tracking store (sqlite:///...), None for any other store."""
+        uri, prefix = self.mlflow_tracking_uri, "sqlite:///"
+        return Path(uri[len(prefix):]) if uri.startswith(prefix) else None
+
 
 def load_config(profile: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
     environ = os.environ if environ is None else environ
