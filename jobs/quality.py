@@ -48,6 +48,7 @@ from jobs.quality_mix import (
     bucket_counts,
     day_mixes,
     lower_limit,
+    psi,
     psi_against_recent,
     upper_limit,
     value_frame,
@@ -677,17 +678,14 @@ def _check_psi_vs_previous(ctx: _CheckContext, column: str, max_psi: float, bins
     else:
         bucket = F.coalesce(F.col(column).cast("string"), F.lit("<null>"))
     now, before = _distributions(ctx.partition, previous, bucket)
-    total_now, total_before = sum(now.values()), sum(before.values())
-    if not total_now:  # an empty day has no distribution; the volume band is the check that judges it
+    # An empty day has no distribution; the volume band is the check that judges it.
+    if not sum(now.values()):
         return _skip(f"no rows on {ctx.run_date}: nothing to compare with {ctx.previous_date}")
-    eps = 1e-4  # a bucket empty on one side must not make the index infinite
-    psi = 0.0
-    for key in set(now) | set(before):
-        p = max(now.get(key, 0) / total_now, eps)
-        q = max(before.get(key, 0) / total_before, eps)
-        psi += (p - q) * math.log(p / q)
-    return _Finding(psi <= max_psi, {"psi": round(psi, 4), "buckets": len(set(now) | set(before)),
-                                     "allowed": max_psi})
+    if not sum(before.values()):
+        return _skip(f"no rows on {ctx.previous_date}: nothing to compare {ctx.run_date} with")
+    index = psi(now, before)
+    return _Finding(index <= max_psi, {"psi": round(index, 4), "buckets": len(set(now) | set(before)),
+                                       "allowed": max_psi})
 
 
 def _check_freshness(ctx: _CheckContext, column: str, max_lag_hours: float, max_lead_hours: float = 0.0) -> _Finding:
